@@ -1,0 +1,32 @@
+"""moa_graph: Mixture-of-Agents presets as LangGraph state graphs.
+
+A preset names several reference models and one aggregator. On each user turn the
+references answer in parallel on a trimmed copy of the conversation; their answers, labelled
+in preset order, reach the aggregator as private guidance; the aggregator is the acting
+model, bound to your tools.
+
+Example:
+    >>> from moa_graph import build_moa_graph, load_config  # doctest: +SKIP
+    >>> graph = build_moa_graph("review", config=load_config("moa.yaml")).compile()
+    >>> graph.invoke({"messages": [("user", "Review this plan ...")]})
+"""
+
+from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
+from moa_graph.errors import ConfigError, MoAAggregatorError
+from moa_graph.graph import build_moa_graph
+from moa_graph.state import MoAState, ReferenceAnswer
+from moa_graph.trimming import reference_messages
+
+__all__ = [
+    "ConfigError",
+    "MoAAggregatorError",
+    "MoAConfig",
+    "MoAState",
+    "ModelSpec",
+    "Preset",
+    "ProviderSpec",
+    "ReferenceAnswer",
+    "build_moa_graph",
+    "load_config",
+    "reference_messages",
+]

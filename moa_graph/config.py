@@ -1,0 +1,295 @@
+"""Presets and their config file: `ModelSpec`, `Preset`, `ProviderSpec`, `MoAConfig`, `load_config`.
+
+The models check types only when built in code, so a `model_factory` can serve any
+provider name. `load_config` adds the file rules on top: unknown keys, literal API keys,
+a preset that references the `moa` provider, and a `default_preset` that names no preset
+are all refused with a `ConfigError` that names the file and the key path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from moa_graph.errors import ConfigError
+
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "MoAConfig",
+    "ModelSpec",
+    "Preset",
+    "ProviderSpec",
+    "load_config",
+]
+
+CONFIG_ENV_VAR = "MOA_GRAPH_CONFIG"
+"""Environment variable naming the config file; the first place discovery looks."""
+
+_FILE_RULES = "moa_graph.file_rules"
+"""Validation-context flag: the stricter rules that apply to a config file."""
+
+
+def _file_rules(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(_FILE_RULES))
+
+
+class ModelSpec(BaseModel):
+    """One model of a preset: a reference model or the aggregator.
+
+    Example:
+        >>> ModelSpec(provider="openai", model="gpt-5.5", temperature=0.7).label
+        'openai:gpt-5.5'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    provider: str
+    """Provider name: a built-in one (see `moa_graph.providers`), one from `providers:`, or any
+    `init_chat_model` provider."""
+    model: str
+    """The provider's model name."""
+    temperature: float | None = None
+    max_tokens: int | None = None
+    timeout: float | None = None
+    """Seconds per request; the provider default applies when unset."""
+    base_url: str | None = None
+    """Overrides the provider's endpoint."""
+    api_key_env: str | None = None
+    """Name of the environment variable holding the key; overrides the provider's."""
+    enabled: bool = True
+
+    @property
+    def label(self) -> str:
+        """`provider:model`, the name a reference goes by in guidance and state."""
+        return f"{self.provider}:{self.model}"
+
+    @field_validator("provider")
+    @classmethod
+    def _no_nested_moa(cls, value: str, info: ValidationInfo) -> str:
+        if _file_rules(info) and value == "moa":
+            raise ValueError(
+                "provider 'moa' is not allowed here: a preset cannot use another MoA preset"
+            )
+        return value
+
+
+class Preset(BaseModel):
+    """A named Mixture-of-Agents preset: reference models answered in parallel, one aggregator.
+
+    Example:
+        >>> Preset(
+        ...     name="review",
+        ...     reference_models=[ModelSpec(provider="openai", model="gpt-5.5")],
+        ...     aggregator=ModelSpec(provider="openrouter", model="anthropic/claude-opus-4.8"),
+        ... ).aggregator.label
+        'openrouter:anthropic/claude-opus-4.8'
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    name: str
+    enabled: bool = True
+    """A disabled preset runs no references: the aggregator alone answers."""
+    reference_models: list[ModelSpec]
+    aggregator: ModelSpec
+
+    @field_validator("reference_models")
+    @classmethod
+    def _at_least_one_reference(cls, value: list[ModelSpec], info: ValidationInfo) -> list[ModelSpec]:
+        if _file_rules(info) and not value:
+            raise ValueError("a preset needs at least one reference model")
+        return value
+
+
+class ProviderSpec(BaseModel):
+    """An OpenAI-compatible endpoint: adds a provider or overrides a built-in one."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    base_url: str | None = None
+    api_key_env: str | None = None
+    """Environment variable holding the key; None means the endpoint needs no key."""
+
+
+class MoAConfig(BaseModel):
+    """The parsed `moa:` section: presets, the default preset and extra providers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    presets: dict[str, Preset] = Field(min_length=1)
+    providers: dict[str, ProviderSpec] = Field(default_factory=dict)
+    default_preset: str = Field(default="", validate_default=True)
+    """Preset used when none is named; defaults to the first preset in the file."""
+    source: str | None = Field(default=None, exclude=True)
+    """The file this config came from, for error messages (None for a mapping)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _name_presets(cls, data: Any) -> Any:
+        # A preset's name is its key, so the file does not repeat it.
+        if isinstance(data, Mapping) and isinstance(data.get("presets"), Mapping):
+            presets = {
+                key: {"name": key, **body} if isinstance(body, Mapping) else body
+                for key, body in data["presets"].items()
+            }
+            data = {**data, "presets": presets}
+        return data
+
+    @field_validator("presets")
+    @classmethod
+    def _names_match_keys(cls, value: dict[str, Preset]) -> dict[str, Preset]:
+        for key, preset in value.items():
+            if preset.name != key:
+                raise ValueError(f"preset {key!r} is named {preset.name!r}; a name must match its key")
+        return value
+
+    @field_validator("default_preset")
+    @classmethod
+    def _default_names_a_preset(cls, value: str, info: ValidationInfo) -> str:
+        presets = info.data.get("presets")
+        if not presets:  # the presets themselves failed; that error is the one to report
+            return value
+        if not value:
+            return str(next(iter(presets)))
+        if value not in presets:
+            raise ValueError(
+                f"{value!r} names no preset; available presets: {', '.join(presets)}"
+            )
+        return value
+
+    def preset(self, name: str | None = None) -> Preset:
+        """Return the preset called `name`, or the default preset when `name` is None.
+
+        Raises:
+            ConfigError: No preset has that name; the message lists the available ones.
+        """
+        key = name or self.default_preset
+        try:
+            return self.presets[key]
+        except KeyError:
+            raise ConfigError(
+                f"MoA preset {key!r} not found; available presets: {', '.join(self.presets)}"
+            ) from None
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> MoAConfig:
+    """Load and validate a MoA config.
+
+    Args:
+        source: A path to a YAML file, an already-parsed mapping of the same shape
+            (`{"moa": {...}}`), or None to discover the file: `$MOA_GRAPH_CONFIG`, then
+            `./moa.yaml`, then `~/.config/moa-graph/config.yaml`.
+
+    Returns:
+        The validated config.
+
+    Raises:
+        ConfigError: The file is missing or unreadable, or the config breaks a rule; the
+            message names the file and the key path.
+
+    Example:
+        >>> cfg = load_config({"moa": {"presets": {"solo": {
+        ...     "reference_models": [{"provider": "openai", "model": "gpt-5.5"}],
+        ...     "aggregator": {"provider": "openai", "model": "gpt-5.5"}}}}})
+        >>> cfg.preset().name
+        'solo'
+    """
+    if isinstance(source, Mapping):
+        return _validate(source, where=None)
+    path = Path(source) if source is not None else _discover()
+    return _validate(_read_yaml(path), where=str(path))
+
+
+def _discover() -> Path:
+    candidates = [Path("moa.yaml"), Path.home() / ".config" / "moa-graph" / "config.yaml"]
+    env = os.environ.get(CONFIG_ENV_VAR)
+    if env:
+        return Path(env)  # an explicit choice: a missing file is an error, not a fallthrough
+    for path in candidates:
+        if path.is_file():
+            return path
+    raise ConfigError(
+        f"no MoA config found: set ${CONFIG_ENV_VAR}, or create ./moa.yaml or "
+        "~/.config/moa-graph/config.yaml"
+    )
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config file: {type(exc).__name__}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+
+
+def _validate(data: Any, *, where: str | None) -> MoAConfig:
+    prefix = f"{where}: " if where else ""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}moa: the config must be a mapping with a 'moa' key")
+    unknown = [str(key) for key in data if key != "moa"]
+    if unknown:
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (the config lives under 'moa')")
+    if "moa" not in data:
+        raise ConfigError(f"{prefix}moa: 'moa' is required")
+    body = data["moa"]
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{prefix}moa: must be a mapping")
+    try:
+        config = MoAConfig.model_validate(body, context={_FILE_RULES: True})
+    except ValidationError as exc:
+        raise ConfigError(prefix + _describe(exc)) from None
+    return config.model_copy(update={"source": where})
+
+
+def _describe(exc: ValidationError) -> str:
+    """Turn pydantic's errors into `moa.<key path>: <problem>`, one clause per error."""
+    clauses = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [part for part in error["loc"] if part != "[key]"]
+        kind = error["type"]
+        if kind in ("missing", "extra_forbidden") and loc:
+            key, parent = loc[-1], loc[:-1]
+            if kind == "missing":
+                problem = f"{key!r} is required"
+            elif key == "api_key":
+                problem = (
+                    "'api_key' is not allowed: keep keys out of config files and name the "
+                    "environment variable that holds it with 'api_key_env'"
+                )
+            else:
+                problem = f"unknown key {key!r}"
+        elif kind in ("model_type", "dict_type", "model_attributes_type"):
+            parent, problem = loc, "must be a mapping"
+        else:
+            parent = loc
+            problem = str(error["msg"]).removeprefix("Value error, ")
+        clauses.append(f"{_key_path(parent)}: {problem}")
+    return "; ".join(clauses[:3]) + (f" (and {len(clauses) - 3} more)" if len(clauses) > 3 else "")
+
+
+def _key_path(loc: list[int | str]) -> str:
+    path = "moa"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path

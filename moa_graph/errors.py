@@ -1,0 +1,28 @@
+"""Errors that `moa_graph` raises, each one something a user can act on."""
+
+from __future__ import annotations
+
+__all__ = ["ConfigError", "MoAAggregatorError"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem: the message names the file (when there is one) and the key path.
+
+    Example:
+        `moa.yaml: moa.presets.review.aggregator: 'model' is required`
+    """
+
+
+class MoAAggregatorError(RuntimeError):
+    """The aggregator (the acting model) failed after its client's own retries.
+
+    The message names the model label and the cause; it never contains an API key.
+    The thread's last checkpoint is left as it was, so the turn can be resumed.
+
+    Attributes:
+        label: The aggregator's `provider:model` label.
+    """
+
+    def __init__(self, label: str, cause: str) -> None:
+        super().__init__(f"aggregator {label} failed: {cause}")
+        self.label = label

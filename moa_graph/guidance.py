@@ -1,0 +1,56 @@
+"""The guidance: the reference answers, labelled in preset order, for the aggregator's eyes only.
+
+The guidance is ephemeral. It goes into the aggregator's input as its own user message
+right after the turn's last human message and is never written to `messages`, so the
+prompt prefix stays byte-identical through the tool loop and provider prompt caches hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from langchain_core.messages import BaseMessage, HumanMessage
+
+from moa_graph import prompts
+from moa_graph.config import Preset
+from moa_graph.state import ReferenceAnswer
+from moa_graph.trimming import last_human_index
+
+__all__ = ["aggregator_input", "render_guidance"]
+
+
+def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> str:
+    """Render the guidance text for the aggregator from this turn's reference answers.
+
+    Successful answers are numbered from 1 in preset order; failed and skipped references
+    are listed on one line; when none answered, the aggregator is told to act alone.
+    """
+    blocks = [
+        prompts.GUIDANCE_HEADER.format(preset=preset.name, aggregator=preset.aggregator.label)
+    ]
+    ordered = sorted(references, key=lambda ref: ref["index"])
+    answered = [ref for ref in ordered if ref["status"] == "ok"]
+    blocks += [
+        prompts.GUIDANCE_REFERENCE.format(number=number, label=ref["label"], text=ref["text"])
+        for number, ref in enumerate(answered, start=1)
+    ]
+    if not answered:
+        blocks.append(prompts.GUIDANCE_NONE_AVAILABLE)
+    unavailable = [f"{ref['label']} ({ref['status']})" for ref in ordered if ref["status"] != "ok"]
+    if unavailable:
+        blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
+    return "\n\n".join(blocks)
+
+
+def aggregator_input(
+    messages: Sequence[BaseMessage], guidance: str | None
+) -> list[BaseMessage]:
+    """The aggregator's input: the full conversation with the guidance after the last human turn.
+
+    With no guidance (a disabled preset), the conversation is returned unmodified.
+    """
+    if guidance is None:
+        return list(messages)
+    at = last_human_index(messages)
+    cut = len(messages) if at is None else at + 1
+    return [*messages[:cut], HumanMessage(content=guidance), *messages[cut:]]

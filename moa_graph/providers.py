@@ -1,0 +1,159 @@
+"""Provider wiring: from a `ModelSpec` to a LangChain chat model.
+
+Every built-in provider is an OpenAI-compatible endpoint reached through
+`langchain_openai.ChatOpenAI` with its `base_url` and the key from an environment variable.
+Any other provider name falls back to `langchain.chat_models.init_chat_model` when that
+integration is installed. Keys are read from the environment only when a model is built,
+and the values read are remembered so `scrub_secrets` can keep them out of error texts.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+
+from langchain_core.language_models import BaseChatModel
+
+from moa_graph.config import ModelSpec, ProviderSpec
+from moa_graph.errors import ConfigError
+
+__all__ = [
+    "BUILTIN_PROVIDERS",
+    "DEFAULT_AGGREGATOR_TIMEOUT_S",
+    "DEFAULT_REFERENCE_TIMEOUT_S",
+    "ModelFactory",
+    "default_model_factory",
+    "missing_api_keys",
+    "scrub_secrets",
+]
+
+ModelFactory = Callable[[ModelSpec], BaseChatModel]
+"""Builds the chat model for one `ModelSpec`; pass your own to `build_moa_graph`."""
+
+DEFAULT_REFERENCE_TIMEOUT_S = 120.0
+"""Per-request timeout of a reference model when its spec sets none."""
+DEFAULT_AGGREGATOR_TIMEOUT_S = 300.0
+"""Per-request timeout of the aggregator when its spec sets none."""
+_MAX_RETRIES = 2
+"""Retries by the OpenAI client itself (with backoff, honouring `Retry-After`)."""
+_NO_KEY = "not-needed"
+"""Placeholder for local endpoints: the OpenAI client insists on some key."""
+
+BUILTIN_PROVIDERS: Mapping[str, ProviderSpec] = {
+    "openai": ProviderSpec(base_url="https://api.openai.com/v1", api_key_env="OPENAI_API_KEY"),
+    "openrouter": ProviderSpec(
+        base_url="https://openrouter.ai/api/v1", api_key_env="OPENROUTER_API_KEY"
+    ),
+    "together": ProviderSpec(
+        base_url="https://api.together.xyz/v1", api_key_env="TOGETHER_API_KEY"
+    ),
+    "groq": ProviderSpec(base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY"),
+    "deepseek": ProviderSpec(base_url="https://api.deepseek.com/v1", api_key_env="DEEPSEEK_API_KEY"),
+    "fireworks": ProviderSpec(
+        base_url="https://api.fireworks.ai/inference/v1", api_key_env="FIREWORKS_API_KEY"
+    ),
+    "mistral": ProviderSpec(base_url="https://api.mistral.ai/v1", api_key_env="MISTRAL_API_KEY"),
+    "xai": ProviderSpec(base_url="https://api.x.ai/v1", api_key_env="XAI_API_KEY"),
+    "ollama": ProviderSpec(base_url="http://localhost:11434/v1"),
+    "vllm": ProviderSpec(base_url="http://localhost:8000/v1"),
+    "lmstudio": ProviderSpec(base_url="http://localhost:1234/v1"),
+    "custom": ProviderSpec(),  # needs base_url on the model spec
+}
+"""The OpenAI-compatible providers known without configuration (README: provider table)."""
+
+_seen_secrets: set[str] = set()
+
+
+def default_model_factory(
+    providers: Mapping[str, ProviderSpec] | None = None, *, reference: bool = True
+) -> ModelFactory:
+    """Return the factory `build_moa_graph` uses when the caller passes none.
+
+    Args:
+        providers: Extra or overriding providers (a config's `providers:`), on top of
+            `BUILTIN_PROVIDERS`.
+        reference: Chooses the default timeout: references fail fast, the aggregator waits.
+    """
+    table = {**BUILTIN_PROVIDERS, **(providers or {})}
+    timeout = DEFAULT_REFERENCE_TIMEOUT_S if reference else DEFAULT_AGGREGATOR_TIMEOUT_S
+
+    def build(spec: ModelSpec) -> BaseChatModel:
+        provider = table.get(spec.provider)
+        if provider is None:
+            return _init_chat_model(spec, known=table)
+        from langchain_openai import ChatOpenAI
+
+        base_url = spec.base_url or provider.base_url
+        if not base_url:
+            raise ConfigError(f"{spec.label}: provider {spec.provider!r} needs a 'base_url'")
+        return ChatOpenAI(
+            model=spec.model,
+            base_url=base_url,
+            api_key=_api_key(spec, provider),
+            temperature=spec.temperature,
+            max_tokens=spec.max_tokens,
+            timeout=spec.timeout or timeout,
+            max_retries=_MAX_RETRIES,
+            stream_usage=True,
+        )
+
+    return build
+
+
+def missing_api_keys(
+    specs: list[ModelSpec], providers: Mapping[str, ProviderSpec] | None = None
+) -> list[str]:
+    """Names of the environment variables these models need that are not set, in order."""
+    table = {**BUILTIN_PROVIDERS, **(providers or {})}
+    missing: list[str] = []
+    for spec in specs:
+        provider = table.get(spec.provider)
+        var = spec.api_key_env or (provider.api_key_env if provider else None)
+        if var and not os.environ.get(var) and var not in missing:
+            missing.append(var)
+    return missing
+
+
+def scrub_secrets(text: str) -> str:
+    """Replace every API key value this process has read with `***`."""
+    for secret in _seen_secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
+def _api_key(spec: ModelSpec, provider: ProviderSpec) -> str:
+    var = spec.api_key_env or provider.api_key_env
+    if var is None:
+        return _NO_KEY
+    value = os.environ.get(var)
+    if not value:
+        raise ConfigError(f"{spec.label}: environment variable {var} is not set")
+    _seen_secrets.add(value)
+    return value
+
+
+def _init_chat_model(spec: ModelSpec, *, known: Mapping[str, ProviderSpec]) -> BaseChatModel:
+    unknown = ConfigError(
+        f"{spec.label}: unknown provider {spec.provider!r}; known providers: "
+        f"{', '.join(sorted(known))} (or install the LangChain integration for it)"
+    )
+    try:
+        from langchain.chat_models import init_chat_model
+    except ImportError:
+        raise unknown from None
+    kwargs = {
+        key: value
+        for key, value in {
+            "temperature": spec.temperature,
+            "max_tokens": spec.max_tokens,
+            "timeout": spec.timeout,
+            "base_url": spec.base_url,
+        }.items()
+        if value is not None
+    }
+    try:
+        return init_chat_model(f"{spec.provider}:{spec.model}", **kwargs)
+    except ImportError as exc:  # the provider is known to LangChain but its package is missing
+        raise ConfigError(f"{spec.label}: {exc}") from None
+    except ValueError:
+        raise unknown from None

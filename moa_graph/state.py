@@ -1,0 +1,57 @@
+"""The graph state: the conversation, and the current turn's reference answers."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired, TypedDict
+
+from langchain_core.messages import AnyMessage, BaseMessage
+from langgraph.graph.message import add_messages
+
+__all__ = ["MoAState", "ReferenceAnswer", "ReferenceTask"]
+
+
+class ReferenceAnswer(TypedDict):
+    """One reference model's answer for the current turn (an item of `references`)."""
+
+    index: int
+    """0-based position of the model in the preset's `reference_models`."""
+    label: str
+    """`provider:model`."""
+    status: Literal["ok", "failed", "skipped"]
+    text: str
+    """The answer; `[failed: Type: message]` or a skip notice when it did not answer."""
+    latency_s: NotRequired[float]
+    """Wall time of the call in seconds."""
+    usage: NotRequired[dict[str, Any]]
+    """Token usage as reported by the provider (`input_tokens`, `output_tokens`, ...)."""
+    error_type: NotRequired[str]
+    """Exception type name of a failed call."""
+
+
+def _collect(
+    current: list[ReferenceAnswer], update: list[ReferenceAnswer] | None
+) -> list[ReferenceAnswer]:
+    """Reducer of `reference_results`: `None` starts a fresh turn, a list is appended."""
+    return [] if update is None else current + update
+
+
+class MoAState(TypedDict):
+    """State of the MoA graph; a parent graph that shares `messages` can embed it as a node."""
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    """The conversation. The guidance is never written here."""
+    references: NotRequired[list[ReferenceAnswer]]
+    """This turn's reference answers in preset order; reset at each new user turn. Edit it
+    (e.g. from Studio, before `aggregator`) to change the guidance the aggregator sees."""
+    reference_turn: NotRequired[str | None]
+    """Id of the human message whose references already ran: the once-per-turn marker."""
+    reference_results: NotRequired[Annotated[list[ReferenceAnswer], _collect]]
+    """Answers as the parallel `reference` tasks return them; `join` orders them."""
+
+
+class ReferenceTask(TypedDict):
+    """What `fan_out` sends to one `reference` task."""
+
+    index: int
+    view: list[BaseMessage]
+    """The trimmed conversation, shared by every task of the turn."""

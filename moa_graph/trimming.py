@@ -1,0 +1,88 @@
+"""The trimmed view of a conversation that reference models see.
+
+References advise on what the user and the assistant said; the caller's system prompt and
+the tool traffic are the acting model's business and only cost references tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    MessageLikeRepresentation,
+    convert_to_messages,
+)
+
+from moa_graph.prompts import REFERENCE_CONTINUE_PROMPT
+
+__all__ = ["last_human_index", "message_text", "reference_messages"]
+
+
+def reference_messages(
+    messages: Sequence[BaseMessage | Mapping[str, Any] | MessageLikeRepresentation],
+) -> list[BaseMessage]:
+    """Return the trimmed conversation a reference model sees.
+
+    System and tool messages are dropped, and so are assistant turns that only carry tool
+    calls; no `tool_calls` are copied; content-part lists are flattened to their text; user
+    and assistant text stay in order. A view that would end on an assistant turn gets a
+    short user instruction appended. If nothing is left, the last user message is used.
+    The advisor system prompt that the graph adds is not part of the view.
+
+    Args:
+        messages: LangChain messages or OpenAI-style dicts (`{"role": ..., "content": ...}`).
+
+    Example:
+        >>> view = reference_messages([
+        ...     {"role": "system", "content": "long system prompt"},
+        ...     {"role": "user", "content": "do the thing"},
+        ...     {"role": "assistant", "content": "", "tool_calls": [
+        ...         {"id": "c1", "type": "function",
+        ...          "function": {"name": "f", "arguments": "{}"}}]},
+        ...     {"role": "tool", "tool_call_id": "c1", "content": "tool result"},
+        ... ])
+        >>> [(m.type, m.content) for m in view]
+        [('human', 'do the thing')]
+    """
+    converted = convert_to_messages(list(messages))
+    view: list[BaseMessage] = []
+    for message in converted:
+        text = message_text(message)
+        if not text:
+            continue
+        if isinstance(message, HumanMessage):
+            view.append(HumanMessage(content=text))
+        elif isinstance(message, AIMessage):
+            view.append(AIMessage(content=text))
+    if not view:
+        last = last_human_index(converted)
+        return [] if last is None else [HumanMessage(content=message_text(converted[last]))]
+    if isinstance(view[-1], AIMessage):
+        view.append(HumanMessage(content=REFERENCE_CONTINUE_PROMPT))
+    return view
+
+
+def message_text(message: BaseMessage) -> str:
+    """The text of a message: its string content, or its text parts joined by newlines."""
+    content = message.content
+    if isinstance(content, str):
+        return content.strip()
+    parts = []
+    for part in content:
+        if isinstance(part, str):
+            parts.append(part)
+        elif part.get("type") == "text" and isinstance(part.get("text"), str):
+            parts.append(part["text"])
+    return "\n".join(parts).strip()
+
+
+def last_human_index(messages: Sequence[BaseMessage]) -> int | None:
+    """Index of the latest human message (where the current turn begins), or None."""
+    for i in range(len(messages) - 1, -1, -1):
+        if isinstance(messages[i], HumanMessage):
+            return i
+    return None
