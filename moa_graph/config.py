@@ -108,7 +108,9 @@ class Preset(BaseModel):
 
     @field_validator("reference_models")
     @classmethod
-    def _at_least_one_reference(cls, value: list[ModelSpec], info: ValidationInfo) -> list[ModelSpec]:
+    def _at_least_one_reference(
+        cls, value: list[ModelSpec], info: ValidationInfo
+    ) -> list[ModelSpec]:
         if _file_rules(info) and not value:
             raise ValueError("a preset needs at least one reference model")
         return value
@@ -153,7 +155,9 @@ class MoAConfig(BaseModel):
     def _names_match_keys(cls, value: dict[str, Preset]) -> dict[str, Preset]:
         for key, preset in value.items():
             if preset.name != key:
-                raise ValueError(f"preset {key!r} is named {preset.name!r}; a name must match its key")
+                raise ValueError(
+                    f"preset {key!r} is named {preset.name!r}; a name must match its key"
+                )
         return value
 
     @field_validator("default_preset")
@@ -165,9 +169,7 @@ class MoAConfig(BaseModel):
         if not value:
             return str(next(iter(presets)))
         if value not in presets:
-            raise ValueError(
-                f"{value!r} names no preset; available presets: {', '.join(presets)}"
-            )
+            raise ValueError(f"{value!r} names no preset; available presets: {', '.join(presets)}")
         return value
 
     def preset(self, name: str | None = None) -> Preset:

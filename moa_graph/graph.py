@@ -61,7 +61,8 @@ def build_moa_graph(
         >>> graph.invoke({"messages": [("user", "What is 17 * 23?")]},  # doctest: +SKIP
         ...              {"configurable": {"thread_id": "1"}})
     """
-    resolved, providers = resolve_preset(preset, config)
+    resolved, loaded = resolve_preset(preset, config)
+    providers = loaded.providers if loaded else None
     nodes = MoANodes(
         resolved,
         tools=tools,
@@ -84,9 +85,12 @@ def build_moa_graph(
     return builder
 
 
-def resolve_preset(preset: Preset | str, config: ConfigSource = None) -> tuple[Preset, MoAConfig | None]:
-    """Return the `Preset` to run and the config it came from (None for a `Preset` object
-    given without a config).
+def resolve_preset(
+    preset: Preset | str, config: ConfigSource = None
+) -> tuple[Preset, MoAConfig | None]:
+    """Return the `Preset` to run and the config it came from.
+
+    The config is None for a `Preset` object given without one.
 
     Raises:
         ConfigError: The config cannot be loaded or has no such preset.

@@ -42,9 +42,7 @@ def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> st
     return "\n\n".join(blocks)
 
 
-def aggregator_input(
-    messages: Sequence[BaseMessage], guidance: str | None
-) -> list[BaseMessage]:
+def aggregator_input(messages: Sequence[BaseMessage], guidance: str | None) -> list[BaseMessage]:
     """The aggregator's input: the full conversation with the guidance after the last human turn.
 
     With no guidance (a disabled preset), the conversation is returned unmodified.

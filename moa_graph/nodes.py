@@ -96,7 +96,9 @@ class MoANodes:
         _emit("reference_start", index=task["index"], label=spec.label)
         started = time.perf_counter()
         try:
-            reply = self._reference_model(task["index"]).invoke(
+            model = self._reference_model(task["index"])
+            started = time.perf_counter()  # latency of the call, not of building the client
+            reply = model.invoke(
                 _reference_input(task), config=_reference_config(task["index"], spec)
             )
         except Exception as exc:
@@ -111,7 +113,9 @@ class MoANodes:
         _emit("reference_start", index=task["index"], label=spec.label)
         started = time.perf_counter()
         try:
-            reply = await self._reference_model(task["index"]).ainvoke(
+            model = self._reference_model(task["index"])
+            started = time.perf_counter()  # latency of the call, not of building the client
+            reply = await model.ainvoke(
                 _reference_input(task), config=_reference_config(task["index"], spec)
             )
         except Exception as exc:

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel
+from pydantic import SecretStr
 
 from moa_graph.config import ModelSpec, ProviderSpec
 from moa_graph.errors import ConfigError
@@ -48,7 +50,9 @@ BUILTIN_PROVIDERS: Mapping[str, ProviderSpec] = {
         base_url="https://api.together.xyz/v1", api_key_env="TOGETHER_API_KEY"
     ),
     "groq": ProviderSpec(base_url="https://api.groq.com/openai/v1", api_key_env="GROQ_API_KEY"),
-    "deepseek": ProviderSpec(base_url="https://api.deepseek.com/v1", api_key_env="DEEPSEEK_API_KEY"),
+    "deepseek": ProviderSpec(
+        base_url="https://api.deepseek.com/v1", api_key_env="DEEPSEEK_API_KEY"
+    ),
     "fireworks": ProviderSpec(
         base_url="https://api.fireworks.ai/inference/v1", api_key_env="FIREWORKS_API_KEY"
     ),
@@ -89,9 +93,9 @@ def default_model_factory(
         return ChatOpenAI(
             model=spec.model,
             base_url=base_url,
-            api_key=_api_key(spec, provider),
+            api_key=SecretStr(_api_key(spec, provider)),
             temperature=spec.temperature,
-            max_tokens=spec.max_tokens,
+            max_completion_tokens=spec.max_tokens,
             timeout=spec.timeout or timeout,
             max_retries=_MAX_RETRIES,
             stream_usage=True,
@@ -141,7 +145,7 @@ def _init_chat_model(spec: ModelSpec, *, known: Mapping[str, ProviderSpec]) -> B
         from langchain.chat_models import init_chat_model
     except ImportError:
         raise unknown from None
-    kwargs = {
+    kwargs: dict[str, Any] = {
         key: value
         for key, value in {
             "temperature": spec.temperature,
@@ -152,8 +156,9 @@ def _init_chat_model(spec: ModelSpec, *, known: Mapping[str, ProviderSpec]) -> B
         if value is not None
     }
     try:
-        return init_chat_model(f"{spec.provider}:{spec.model}", **kwargs)
+        model: BaseChatModel = init_chat_model(f"{spec.provider}:{spec.model}", **kwargs)
     except ImportError as exc:  # the provider is known to LangChain but its package is missing
         raise ConfigError(f"{spec.label}: {exc}") from None
     except ValueError:
         raise unknown from None
+    return model

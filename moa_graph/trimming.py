@@ -6,8 +6,7 @@ the tool traffic are the acting model's business and only cost references tokens
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 from langchain_core.messages import (
     AIMessage,
@@ -23,7 +22,7 @@ __all__ = ["last_human_index", "message_text", "reference_messages"]
 
 
 def reference_messages(
-    messages: Sequence[BaseMessage | Mapping[str, Any] | MessageLikeRepresentation],
+    messages: Sequence[MessageLikeRepresentation],
 ) -> list[BaseMessage]:
     """Return the trimmed conversation a reference model sees.
 
@@ -60,7 +59,8 @@ def reference_messages(
             view.append(AIMessage(content=text))
     if not view:
         last = last_human_index(converted)
-        return [] if last is None else [HumanMessage(content=message_text(converted[last]))]
+        # e.g. a user turn of images only: pass it whole rather than send nothing
+        return [] if last is None else [HumanMessage(content=converted[last].content)]
     if isinstance(view[-1], AIMessage):
         view.append(HumanMessage(content=REFERENCE_CONTINUE_PROMPT))
     return view
