@@ -1,0 +1,162 @@
+"""The `moa-graph` command, run as a real process."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import urllib.request
+
+import pytest
+
+CONFIG = """\
+moa:
+  default_preset: review
+  presets:
+    review:
+      reference_models:
+        - {provider: openai, model: gpt-5.5}
+        - {provider: groq, model: llama-4}
+      aggregator: {provider: openrouter, model: anthropic/claude-opus-4.8}
+    local:
+      enabled: false
+      reference_models:
+        - {provider: ollama, model: qwen3}
+      aggregator: {provider: ollama, model: qwen3}
+"""
+
+
+def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    base.pop("MOA_GRAPH_CONFIG", None)
+    return subprocess.run(
+        [sys.executable, "-m", "moa_graph.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=base | (env or {}),
+        cwd=cwd,
+    )
+
+
+def _one_error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("moa-graph: error: ")
+    return lines[0]
+
+
+@pytest.fixture
+def config_file(tmp_path):
+    path = tmp_path / "moa.yaml"
+    path.write_text(CONFIG, encoding="utf-8")
+    return path
+
+
+def test_offline_run_answers_391_after_a_real_tool_round_trip():
+    result = _cli("run", "--offline", "What is 17 * 23?")
+    assert result.returncode == 0, result.stderr
+    assert "391" in result.stdout
+    # The live view on stderr showed each reference, the tool call and its result.
+    for label in ("stub:analyst", "stub:skeptic", "stub:builder"):
+        assert label in result.stderr
+    assert "calculator(expression='17 * 23')" in result.stderr
+    assert "← 391" in result.stderr
+
+
+def test_offline_run_as_json_reports_references_and_the_tool_call():
+    result = _cli("run", "--offline", "--json", "What is 17 * 23?")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert "391" in summary["answer"]
+    assert [r["status"] for r in summary["references"]] == ["ok", "ok", "ok"]
+    assert [r["label"] for r in summary["references"]] == [
+        "stub:analyst",
+        "stub:skeptic",
+        "stub:builder",
+    ]
+    assert summary["tool_calls"] == [
+        {"name": "calculator", "args": {"expression": "17 * 23"}, "result": "391"}
+    ]
+
+
+def test_a_missing_key_is_one_line_naming_the_variable(config_file):
+    line = _one_error_line(_cli("run", "hi", "--config", str(config_file)))
+    assert "OPENAI_API_KEY is not set" in line
+    assert "--offline" in line
+
+
+def test_no_config_at_all_suggests_offline(tmp_path):
+    line = _one_error_line(_cli("run", "hi", env={"HOME": str(tmp_path)}, cwd=tmp_path))
+    assert "no MoA config found" in line and "--offline" in line
+
+
+def test_presets_lists_presets_and_models(config_file):
+    result = _cli("presets", "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    for text in ("review (default)", "openai:gpt-5.5", "groq:llama-4", "local", "no"):
+        assert text in result.stdout
+
+
+def test_presets_with_a_bad_config_prints_the_config_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        textwrap.dedent("""\
+            moa:
+              presets:
+                review:
+                  reference_models: [{provider: openai, model: a}]
+                  aggregator: {provider: openai}
+            """),
+        encoding="utf-8",
+    )
+    line = _one_error_line(_cli("presets", "--config", str(path)))
+    assert line == f"moa-graph: error: {path}: moa.presets.review.aggregator: 'model' is required"
+
+
+def test_an_unknown_preset_is_one_line(config_file):
+    line = _one_error_line(_cli("graph", "--config", str(config_file), "--preset", "nope"))
+    assert "MoA preset 'nope' not found; available presets: review, local" in line
+
+
+def test_bad_arguments_are_one_line():
+    line = _one_error_line(_cli("run"))
+    assert "question" in line
+
+
+def test_graph_prints_mermaid_with_the_five_nodes(config_file):
+    result = _cli("graph", "--config", str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.lstrip().startswith("---") or "graph TD" in result.stdout
+    for edge in (
+        "__start__ --> fan_out",
+        "fan_out -.-> reference",
+        "fan_out -.-> aggregator",
+        "reference --> join",
+        "join --> aggregator",
+        "aggregator -.-> tools",
+        "tools --> aggregator",
+    ):
+        assert edge in result.stdout
+
+
+def test_stub_server_command_serves_until_stopped():
+    process = subprocess.Popen(
+        [sys.executable, "-m", "moa_graph.cli", "stub-server", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        line = process.stdout.readline()
+        url = line.split(" on ", 1)[1].split(" ", 1)[0]
+        with urllib.request.urlopen(f"{url}/models", timeout=10) as response:
+            models = json.load(response)
+        assert {"analyst", "aggregator"} <= {m["id"] for m in models["data"]}
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+    assert "Traceback" not in process.stderr.read()
