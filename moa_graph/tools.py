@@ -25,6 +25,7 @@ _UNARY: dict[type[ast.unaryop], Callable[[float], float]] = {
     ast.USub: operator.neg,
 }
 _MAX_EXPONENT = 1000
+_MAX_POWER_BASE = 1e6
 _MAX_CHARS = 200
 
 
@@ -48,6 +49,8 @@ def evaluate_arithmetic(expression: str) -> int | float:
         value = _eval(tree.body)
     except ZeroDivisionError:
         raise ValueError("division by zero") from None
+    except OverflowError:
+        raise ValueError("result too large") from None
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
@@ -56,8 +59,11 @@ def _eval(node: ast.AST) -> float:
         return cast(float, node.value)
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise ValueError(f"exponent larger than {_MAX_EXPONENT}")
+        # Bounded so that "9 ** 9 ** 9" is refused instead of stalling the process.
+        if isinstance(node.op, ast.Pow) and (
+            abs(right) > _MAX_EXPONENT or abs(left) > _MAX_POWER_BASE
+        ):
+            raise ValueError("power too large")
         return _BINARY[type(node.op)](left, right)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
