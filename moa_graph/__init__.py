@@ -11,6 +11,7 @@ Example:
     >>> graph.invoke({"messages": [("user", "Review this plan ...")]})
 """
 
+from moa_graph.chat_model import MoAChatModel, init_moa_model
 from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
 from moa_graph.errors import ConfigError, MoAAggregatorError
 from moa_graph.graph import build_moa_graph
@@ -20,6 +21,7 @@ from moa_graph.trimming import reference_messages
 __all__ = [
     "ConfigError",
     "MoAAggregatorError",
+    "MoAChatModel",
     "MoAConfig",
     "MoAState",
     "ModelSpec",
@@ -27,6 +29,7 @@ __all__ = [
     "ProviderSpec",
     "ReferenceAnswer",
     "build_moa_graph",
+    "init_moa_model",
     "load_config",
     "reference_messages",
 ]

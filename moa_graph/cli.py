@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar, NoReturn
@@ -25,6 +26,7 @@ from moa_graph.graph import build_moa_graph
 from moa_graph.providers import missing_api_keys
 from moa_graph.tools import calculator
 from moa_graph.trimming import message_text
+from moa_graph.usage import Usage, add_usage, format_usage
 
 __all__ = ["main"]
 
@@ -128,11 +130,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _require_keys(preset, config)
         graph = build_moa_graph(preset, tools=[calculator], config=config).compile()
         request: Any = {"messages": [("user", args.question)]}
+        started = time.perf_counter()
         if args.json:
             result = asyncio.run(graph.ainvoke(request))
-            print(json.dumps(_summary(preset, result), indent=2, ensure_ascii=False))
+            summary = _summary(preset, result, wall_s=time.perf_counter() - started)
+            print(json.dumps(summary, indent=2, ensure_ascii=False))
         else:
-            asyncio.run(_stream(graph, request, preset))
+            usage = asyncio.run(_stream(graph, request, preset))
+            wall = time.perf_counter() - started
+            Console(stderr=True, highlight=False).print(
+                f"[dim]{format_usage(usage)} · {wall:.2f}s[/dim]", soft_wrap=True
+            )
     return 0
 
 
@@ -145,39 +153,42 @@ def _require_keys(preset: Preset, config: MoAConfig) -> None:
         )
 
 
-async def _stream(graph: Any, request: Any, preset: Preset) -> None:
-    """Show the references live on stderr, then stream the aggregator's answer to stdout."""
+async def _stream(graph: Any, request: Any, preset: Preset) -> Usage | None:
+    """Show the references live on stderr, then stream the aggregator's answer to stdout.
+
+    Returns the turn's usage, summed from the node updates as the graph's reducer does.
+    """
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
     board = _ReferenceBoard(preset)
-    answer_streamed = False
+    usage: Usage | None = None
+    streamed = False
     with Live(board.render(), console=err, refresh_per_second=12, transient=False) as live:
         async for mode, chunk in graph.astream(
             request, stream_mode=["custom", "messages", "updates"]
         ):
-            if mode == "custom" and isinstance(chunk, dict) and "moa" in chunk:
+            if mode == "custom" and chunk.get("type") == "moa_reference":
                 board.update(chunk)
                 live.update(board.render())
+            elif mode == "custom" and chunk.get("type") == "moa_aggregator":
+                live.stop()  # the references are done; the answer takes over the terminal
             elif mode == "messages":
                 message, meta = chunk
-                if meta.get("langgraph_node") != "aggregator" or not isinstance(
+                if meta.get("langgraph_node") == "aggregator" and isinstance(
                     message, AIMessageChunk
                 ):
-                    continue
-                text = (
-                    message_text(message) if isinstance(message.content, list) else message.content
-                )
-                if text:
-                    if live.is_started:
-                        live.stop()
-                    out.print(text, end="", markup=False)
-                    answer_streamed = True
+                    text = message.text  # unstripped: chunk boundaries carry spaces
+                    if text:
+                        out.print(text, end="", markup=False)
+                        streamed = True
             elif mode == "updates":
-                if live.is_started and "join" in chunk:
-                    live.stop()
-                answer_streamed = _show_step(chunk, err, out, answer_streamed)
-    if answer_streamed:
+                for values in chunk.values():
+                    if isinstance(values, dict) and "usage" in values:
+                        usage = add_usage(usage, values["usage"])
+                streamed = _show_step(chunk, err, out, streamed)
+    if streamed:
         out.print()
+    return usage
 
 
 def _show_step(update: dict[str, Any], err: Console, out: Console, streamed: bool) -> bool:
@@ -211,12 +222,7 @@ class _ReferenceBoard:
         self.rows: dict[int, dict[str, Any]] = {}
 
     def update(self, event: dict[str, Any]) -> None:
-        row = self.rows.setdefault(event["index"], {"label": event.get("label", "?")})
-        if event["moa"] == "reference_start":
-            row["status"] = "running"
-        else:
-            row["status"] = event.get("status", "ok")
-            row["latency_s"] = event.get("latency_s")
+        self.rows[event["index"]] = event
 
     def render(self) -> Table:
         table = Table(title=f"MoA preset {self.preset.name}", title_justify="left", box=None)
@@ -225,10 +231,10 @@ class _ReferenceBoard:
         table.add_column("status")
         for index in sorted(self.rows):
             row = self.rows[index]
-            status = row.get("status", "waiting")
+            status = row["status"]
             shown = "done" if status == "ok" else status
-            if row.get("latency_s") is not None:
-                shown += f" in {row['latency_s']:.2f}s"
+            if row.get("latency_ms") is not None:
+                shown += f" in {row['latency_ms'] / 1000:.2f}s"
             table.add_row(
                 str(index + 1), row["label"], Text(shown, style=self._STYLE.get(status, ""))
             )
@@ -237,7 +243,7 @@ class _ReferenceBoard:
         return table
 
 
-def _summary(preset: Preset, result: dict[str, Any]) -> dict[str, Any]:
+def _summary(preset: Preset, result: dict[str, Any], *, wall_s: float) -> dict[str, Any]:
     messages: list[BaseMessage] = result["messages"]
     results = {m.tool_call_id: message_text(m) for m in messages if isinstance(m, ToolMessage)}
     tool_calls = [
@@ -252,6 +258,8 @@ def _summary(preset: Preset, result: dict[str, Any]) -> dict[str, Any]:
         "answer": message_text(messages[-1]),
         "references": result.get("references", []),
         "tool_calls": tool_calls,
+        "usage": result.get("usage"),
+        "wall_s": round(wall_s, 3),
     }
 
 

@@ -69,7 +69,15 @@ class ModelSpec(BaseModel):
     """Overrides the provider's endpoint."""
     api_key_env: str | None = None
     """Name of the environment variable holding the key; overrides the provider's."""
+    max_retries: int | None = None
+    """Retries by the client itself, with backoff (default 2)."""
     enabled: bool = True
+    input_cost_per_mtok: float | None = None
+    """Price in USD per million input tokens; set it to get `cost_usd` in `usage`."""
+    output_cost_per_mtok: float | None = None
+    """Price in USD per million output tokens."""
+    cached_input_cost_per_mtok: float | None = None
+    """Price per million input tokens served from the provider's cache (default: input)."""
 
     @property
     def label(self) -> str:

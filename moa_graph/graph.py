@@ -18,6 +18,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.prebuilt import ToolNode, tools_condition
 
 from moa_graph.config import MoAConfig, Preset, load_config
+from moa_graph.models import PresetModels
 from moa_graph.nodes import MoANodes
 from moa_graph.providers import ModelFactory, default_model_factory
 from moa_graph.state import MoAState
@@ -63,13 +64,12 @@ def build_moa_graph(
     """
     resolved, loaded = resolve_preset(preset, config)
     providers = loaded.providers if loaded else None
-    nodes = MoANodes(
+    models = PresetModels(
         resolved,
-        tools=tools,
         reference_factory=model_factory or default_model_factory(providers, reference=True),
         aggregator_factory=model_factory or default_model_factory(providers, reference=False),
-        name=name,
     )
+    nodes = MoANodes(models, tools=tools, name=name)
 
     builder = StateGraph(MoAState)
     builder.add_node("fan_out", nodes.fan_out, destinations=("reference", "aggregator"))

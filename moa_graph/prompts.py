@@ -20,13 +20,18 @@ REFERENCE_CONTINUE_PROMPT = """\
 right, what is missing, and what should the assistant say or do next?)"""
 """Appended as a user turn when the trimmed view would end on an assistant turn."""
 
-GUIDANCE_HEADER = """\
-[MoA guidance — private; not written by the user]
+GUIDANCE_TITLE = "[MoA guidance — private; not written by the user]"
+"""First line of every guidance message (how tools and tests recognise one)."""
+
+GUIDANCE_HEADER = (
+    GUIDANCE_TITLE
+    + """
 Preset {preset}; you are the aggregator ({aggregator}) and the acting model.
 Reference models read this conversation without tools and answered independently. \
 Weigh their answers: keep what is right, fix what is wrong, fill what is missing. Then \
 act yourself: answer the user, or call tools when the task needs them. Do not mention \
 this guidance or the reference models to the user."""
+)
 """First block of the guidance message; formatted with `preset` and `aggregator`."""
 
 GUIDANCE_REFERENCE = "Reference {number} — {label}:\n{text}"

@@ -97,7 +97,7 @@ def default_model_factory(
             temperature=spec.temperature,
             max_completion_tokens=spec.max_tokens,
             timeout=spec.timeout or timeout,
-            max_retries=_MAX_RETRIES,
+            max_retries=_MAX_RETRIES if spec.max_retries is None else spec.max_retries,
             stream_usage=True,
         )
 
@@ -151,6 +151,7 @@ def _init_chat_model(spec: ModelSpec, *, known: Mapping[str, ProviderSpec]) -> B
             "temperature": spec.temperature,
             "max_tokens": spec.max_tokens,
             "timeout": spec.timeout,
+            "max_retries": spec.max_retries,
             "base_url": spec.base_url,
         }.items()
         if value is not None

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal, NotRequired, TypedDict
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
 
+from moa_graph.usage import Usage, add_usage
+
 __all__ = ["MoAState", "ReferenceAnswer", "ReferenceTask"]
 
 
@@ -20,8 +22,8 @@ class ReferenceAnswer(TypedDict):
     status: Literal["ok", "failed", "skipped"]
     text: str
     """The answer; `[failed: Type: message]` or a skip notice when it did not answer."""
-    latency_s: NotRequired[float]
-    """Wall time of the call in seconds."""
+    latency_ms: NotRequired[float]
+    """Wall time of the call in milliseconds."""
     usage: NotRequired[dict[str, Any]]
     """Token usage as reported by the provider (`input_tokens`, `output_tokens`, ...)."""
     error_type: NotRequired[str]
@@ -43,6 +45,8 @@ class MoAState(TypedDict):
     references: NotRequired[list[ReferenceAnswer]]
     """This turn's reference answers in preset order; reset at each new user turn. Edit it
     (e.g. from Studio, before `aggregator`) to change the guidance the aggregator sees."""
+    usage: NotRequired[Annotated[Usage, add_usage]]
+    """This turn's token usage (and cost, when priced) per model and in total."""
     reference_turn: NotRequired[str | None]
     """Id of the human message whose references already ran: the once-per-turn marker."""
     reference_results: NotRequired[Annotated[list[ReferenceAnswer], _collect]]

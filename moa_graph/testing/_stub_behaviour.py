@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, ValidationError
 
 from moa_graph.errors import ConfigError
+from moa_graph.prompts import GUIDANCE_TITLE
 from moa_graph.tools import evaluate_arithmetic
 
 __all__ = [
@@ -54,6 +55,7 @@ FaultKind = Literal[
 RECORD_LIMIT = 200
 """Recorded request bodies kept per model; older ones are dropped."""
 _MAX_SUMMARY = 80
+_GUIDANCE_REFERENCE = re.compile(r"^Reference \d+ — ", re.MULTILINE)
 # Truncated *and* mis-bracketed: LangChain's streaming parser repairs a merely truncated object
 # (`{"expression": "17 *` becomes `{"expression": "17 *"}`), but gives up on a wrong bracket.
 _BAD_ARGUMENTS = '{"expression": "17 *"]'
@@ -127,9 +129,21 @@ def _text_of(content: Any) -> str:
 
 
 def _last_user_text(messages: list[Mapping[str, Any]]) -> str | None:
+    """The user's latest words, passing over a MoA guidance message (a user turn too)."""
     for message in reversed(messages):
         if message.get("role") == "user":
-            return _text_of(message.get("content"))
+            text = _text_of(message.get("content"))
+            if not text.startswith(GUIDANCE_TITLE):
+                return text
+    return None
+
+
+def _guidance_references(messages: list[Mapping[str, Any]]) -> int | None:
+    """How many reference answers a MoA guidance message carries (None: no guidance)."""
+    for message in messages:
+        text = _text_of(message.get("content")) if message.get("role") == "user" else ""
+        if text.startswith(GUIDANCE_TITLE):
+            return len(_GUIDANCE_REFERENCE.findall(text))
     return None
 
 
@@ -253,6 +267,9 @@ def plan_answer(body: Mapping[str, Any], *, model: str, reply: str | None = None
     if len(summary) > _MAX_SUMMARY:
         summary = summary[: _MAX_SUMMARY - 3].rstrip() + "..."
     text = f'[{model}] Answer to "{summary}".'
+    weighed = _guidance_references(messages)
+    if weighed is not None:
+        text = f'[{model}] Answer to "{summary}", weighing {weighed} reference answers.'
     value = safe_eval(expression) if expression else None
     if value is not None:
         text += f" {expression} = {value}."

@@ -1,0 +1,449 @@
+"""`MoAChatModel`: a MoA preset as a LangChain chat model.
+
+One call runs the preset's references in parallel on the trimmed view, then the aggregator
+with the guidance, and returns the aggregator's `AIMessage` (with its tool calls). An agent
+loop calls its model once per tool step, so reference answers are cached per user turn: the
+key is a hash of the preset and the trimmed view up to the last human message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any, Literal
+
+from langchain_core.callbacks import (
+    AsyncCallbackManager,
+    AsyncCallbackManagerForLLMRun,
+    CallbackManager,
+    CallbackManagerForLLMRun,
+    Callbacks,
+)
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models.base import LangSmithParams
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.utils.function_calling import convert_to_openai_tool
+from pydantic import ConfigDict, Field, PrivateAttr, model_validator
+
+from moa_graph.config import MoAConfig, Preset
+from moa_graph.errors import MoAAggregatorError
+from moa_graph.graph import ConfigSource, resolve_preset
+from moa_graph.guidance import aggregator_input, render_guidance
+from moa_graph.models import PresetModels, aggregator_config
+from moa_graph.providers import ModelFactory, default_model_factory
+from moa_graph.references import acall_references, call_references, describe_error, enabled_slots
+from moa_graph.state import ReferenceAnswer
+from moa_graph.trimming import last_human_index, reference_messages
+from moa_graph.usage import Usage
+
+__all__ = ["MoAChatModel", "init_moa_model"]
+
+_Advice = tuple[list[ReferenceAnswer], Usage | None]
+
+
+class MoAChatModel(BaseChatModel):
+    """A MoA preset as a chat model: references in parallel, then the acting aggregator.
+
+    Usable wherever a chat model is, e.g. as the `model` of `langchain.agents.create_agent`.
+    Tools bound with `bind_tools` go to the aggregator only. A per-call `model="<preset>"`
+    runs another preset of the same config.
+
+    Example:
+        >>> moa = MoAChatModel(preset="review", config="moa.yaml")  # doctest: +SKIP
+        >>> moa.bind_tools([calculator]).invoke("What is 17 * 23?").tool_calls  # doctest: +SKIP
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, populate_by_name=True)
+
+    preset: str | Preset | None = None
+    """A preset name in `config` (None: its default preset) or a `Preset`."""
+    config: Any = None
+    """A `MoAConfig`, or anything `load_config` takes (None: discovery when needed)."""
+    model_factory: ModelFactory | None = Field(default=None, exclude=True)
+    """Builds each model from its `ModelSpec`; defaults to the built-in provider table."""
+    temperature: float | None = None
+    """Passed on to the aggregator."""
+    max_tokens: int | None = None
+    """Passed on to the aggregator."""
+    timeout: float | None = None
+    """Passed on to the aggregator (seconds per request)."""
+    stop: list[str] | None = None
+    """Stop sequences for the aggregator."""
+    max_retries: int | None = None
+    """Client retries of the aggregator."""
+    streaming: bool = False
+    """Stream the aggregator's tokens even under `invoke`."""
+    reference_cache_size: int = 256
+    """How many user turns' reference answers are kept."""
+
+    _config: MoAConfig | None = PrivateAttr(default=None)
+    _default: Preset = PrivateAttr()
+    _runtimes: dict[str, PresetModels] = PrivateAttr(default_factory=dict)
+    _cache: _AdviceCache = PrivateAttr()
+
+    @model_validator(mode="after")
+    def _resolve(self) -> MoAChatModel:
+        config: ConfigSource = self.config
+        preset, self._config = resolve_preset(self.preset or "", config)
+        if self.preset is None and self._config is not None:
+            preset = self._config.preset()
+        self._default = preset
+        self._cache = _AdviceCache(self.reference_cache_size)
+        return self
+
+    @property
+    def preset_name(self) -> str:
+        """Name of the preset this model runs by default."""
+        return self._default.name
+
+    @property
+    def _llm_type(self) -> str:
+        return "moa"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"preset": self.preset_name, "aggregator": self._default.aggregator.label}
+
+    def _get_ls_params(self, stop: list[str] | None = None, **kwargs: Any) -> LangSmithParams:
+        params = LangSmithParams(
+            ls_provider="moa",
+            ls_model_name=str(kwargs.get("model") or self.preset_name),
+            ls_model_type="chat",
+        )
+        if self.temperature is not None:
+            params["ls_temperature"] = self.temperature
+        if self.max_tokens is not None:
+            params["ls_max_tokens"] = self.max_tokens
+        if stop or self.stop:
+            params["ls_stop"] = stop or self.stop
+        return params
+
+    def bind_tools(
+        self,
+        tools: Sequence[Any],
+        *,
+        tool_choice: str | dict[str, Any] | bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Bind tools to the aggregator (references never get tools)."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        if tool_choice is not None:
+            kwargs["tool_choice"] = tool_choice
+        return self.bind(tools=formatted, **kwargs)
+
+    def with_structured_output(
+        self,
+        schema: Any,
+        *,
+        include_raw: bool = False,
+        method: Literal["function_calling", "json_mode", "json_schema"] = "function_calling",
+        strict: bool | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, Any]:
+        """Structured output through the aggregator, by tool calling whatever the `method`."""
+        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+
+    # -- generation -------------------------------------------------------------------------
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, kwargs, run_manager)
+        advice, computed = self._cache.get(
+            call.key, lambda: call_references(call.models, call.view, callbacks=call.callbacks)
+        )
+        aggregator, agg_input, config = call.aggregator(messages, advice)
+        with call.errors():
+            reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
+        return _result(reply, call.models, advice, computed)
+
+    async def _agenerate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        call = self._prepare(messages, kwargs, run_manager)
+        advice, computed = await self._cache.aget(
+            call.key, lambda: acall_references(call.models, call.view, callbacks=call.callbacks)
+        )
+        aggregator, agg_input, config = call.aggregator(messages, advice)
+        with call.errors():
+            reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
+        return _result(reply, call.models, advice, computed)
+
+    def _stream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[ChatGenerationChunk]:
+        call = self._prepare(messages, kwargs, run_manager)
+        advice, computed = self._cache.get(
+            call.key, lambda: call_references(call.models, call.view, callbacks=call.callbacks)
+        )
+        aggregator, agg_input, config = call.aggregator(messages, advice)
+        with call.errors():
+            for chunk in aggregator.stream(agg_input, stop=stop or self.stop, config=config):
+                generation = ChatGenerationChunk(message=_as_chunk(chunk))
+                if run_manager:
+                    run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
+        yield _summary_chunk(call.models, advice, computed)
+
+    async def _astream(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: AsyncCallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> AsyncIterator[ChatGenerationChunk]:
+        call = self._prepare(messages, kwargs, run_manager)
+        advice, computed = await self._cache.aget(
+            call.key, lambda: acall_references(call.models, call.view, callbacks=call.callbacks)
+        )
+        aggregator, agg_input, config = call.aggregator(messages, advice)
+        with call.errors():
+            async for chunk in aggregator.astream(agg_input, stop=stop or self.stop, config=config):
+                generation = ChatGenerationChunk(message=_as_chunk(chunk))
+                if run_manager:
+                    await run_manager.on_llm_new_token(generation.text, chunk=generation)
+                yield generation
+        yield _summary_chunk(call.models, advice, computed)
+
+    def _prepare(
+        self,
+        messages: list[BaseMessage],
+        kwargs: dict[str, Any],
+        run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+    ) -> _Call:
+        """Everything one call needs: models, cache key, trimmed view, nested callbacks."""
+        models = self._models(kwargs.pop("model", None))
+        at = last_human_index(messages)
+        if at is None:
+            raise ValueError("MoA answers a user turn, but the conversation has no user message")
+        view = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
+        shown = [(m.type, m.content) for m in view]
+        key = hashlib.sha256(json.dumps([models.preset.name, shown], default=str).encode())
+        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs)
+
+    def _models(self, preset_name: str | None) -> PresetModels:
+        preset = self._default
+        if preset_name and preset_name != preset.name:
+            if self._config is None:
+                raise ValueError(f"no config to look up preset {preset_name!r} in")
+            preset = self._config.preset(preset_name)
+        if preset.name not in self._runtimes:
+            overrides = {
+                key: value
+                for key, value in {
+                    "temperature": self.temperature,
+                    "max_tokens": self.max_tokens,
+                    "timeout": self.timeout,
+                    "max_retries": self.max_retries,
+                }.items()
+                if value is not None
+            }
+            aggregator = preset.aggregator.model_copy(update=overrides)
+            providers = self._config.providers if self._config else None
+            self._runtimes[preset.name] = PresetModels(
+                preset.model_copy(update={"aggregator": aggregator}),
+                reference_factory=self.model_factory or default_model_factory(providers),
+                aggregator_factory=self.model_factory
+                or default_model_factory(providers, reference=False),
+            )
+        return self._runtimes[preset.name]
+
+
+class _Call:
+    """One call of `MoAChatModel`: its models, turn key, trimmed view and callbacks."""
+
+    def __init__(
+        self,
+        models: PresetModels,
+        key: str,
+        view: list[BaseMessage],
+        callbacks: Callbacks,
+        kwargs: dict[str, Any],
+    ) -> None:
+        self.models = models
+        self.key = key
+        self.view = view
+        self.callbacks = callbacks
+        self._kwargs = kwargs
+
+    def aggregator(
+        self, messages: list[BaseMessage], advice: _Advice
+    ) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage], RunnableConfig]:
+        """The aggregator with this call's tools, its input (with guidance) and run config."""
+        kwargs = dict(self._kwargs)
+        tools = kwargs.pop("tools", None)
+        model: Runnable[LanguageModelInput, BaseMessage] = self.models.aggregator()
+        if tools:
+            model = self.models.aggregator().bind_tools(tools, **kwargs)
+        elif kwargs:
+            model = model.bind(**kwargs)
+        guidance = None
+        if enabled_slots(self.models):
+            guidance = render_guidance(self.models.preset, advice[0])
+        # Our own chunks carry the tokens to the caller's handlers; the inner call is silent.
+        config = aggregator_config(
+            self.models.preset.aggregator, stream=False, callbacks=self.callbacks
+        )
+        return model, aggregator_input(messages, guidance), config
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn an aggregator failure into a `MoAAggregatorError` naming its label."""
+        try:
+            yield
+        except Exception as exc:
+            label = self.models.preset.aggregator.label
+            raise MoAAggregatorError(label, describe_error(exc)) from exc
+
+
+def _child_callbacks(
+    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
+) -> Callbacks:
+    """Callbacks that nest the inner model calls under this chat model's run."""
+    if run_manager is None:
+        return None
+    manager_class = (
+        AsyncCallbackManager
+        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
+        else CallbackManager
+    )
+    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
+    manager.set_handlers(run_manager.inheritable_handlers)
+    manager.add_tags(run_manager.inheritable_tags)
+    manager.add_metadata(run_manager.inheritable_metadata)
+    return manager
+
+
+def init_moa_model(
+    model: str = "moa", *, config: ConfigSource = None, **kwargs: Any
+) -> MoAChatModel:
+    """Create a `MoAChatModel` the way `init_chat_model` reads: `"moa:review"` or `"review"`.
+
+    Example:
+        >>> moa = init_moa_model("moa:review", config="moa.yaml")  # doctest: +SKIP
+    """
+    name = model.removeprefix("moa:") if model != "moa" else None
+    return MoAChatModel(preset=name or None, config=config, **kwargs)
+
+
+class _AdviceCache:
+    """Reference answers per user turn: bounded, and computed once under concurrent calls."""
+
+    def __init__(self, size: int) -> None:
+        self._size = max(size, 1)
+        self._entries: OrderedDict[str, Future[_Advice]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, compute: Callable[[], _Advice]) -> tuple[_Advice, bool]:
+        """The advice for `key` and whether it was computed by this call."""
+        while True:
+            future, owner = self._claim(key)
+            if owner:
+                return self._fill(future, compute()), True
+            try:
+                return future.result(), False
+            except Exception:  # the computing call was cancelled; take over
+                continue
+
+    async def aget(
+        self, key: str, compute: Callable[[], Awaitable[_Advice]]
+    ) -> tuple[_Advice, bool]:
+        """Async `get`: waiters do not block the event loop."""
+        while True:
+            future, owner = self._claim(key)
+            if owner:
+                try:
+                    value = await compute()
+                except BaseException:
+                    self._drop(key, future)
+                    raise
+                return self._fill(future, value), True
+            try:
+                return await asyncio.shield(asyncio.wrap_future(future)), False
+            except asyncio.CancelledError:
+                if future.cancelled():
+                    continue
+                raise
+
+    def _claim(self, key: str) -> tuple[Future[_Advice], bool]:
+        with self._lock:
+            future = self._entries.get(key)
+            if future is not None:
+                self._entries.move_to_end(key)
+                return future, False
+            future = Future()
+            self._entries[key] = future
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+            return future, True
+
+    @staticmethod
+    def _fill(future: Future[_Advice], value: _Advice) -> _Advice:
+        future.set_result(value)
+        return value
+
+    def _drop(self, key: str, future: Future[_Advice]) -> None:
+        with self._lock:
+            if self._entries.get(key) is future:
+                del self._entries[key]
+        future.cancel()
+
+
+def _as_chunk(message: BaseMessage) -> AIMessageChunk:
+    if isinstance(message, AIMessageChunk):
+        return message
+    return AIMessageChunk(**message.model_dump(exclude={"type"}))
+
+
+def _result(
+    reply: BaseMessage, models: PresetModels, advice: _Advice, computed: bool
+) -> ChatResult:
+    message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply.content)
+    message.response_metadata = {
+        **message.response_metadata,
+        **_moa_metadata(models, advice, computed),
+    }
+    return ChatResult(generations=[ChatGeneration(message=message)])
+
+
+def _summary_chunk(models: PresetModels, advice: _Advice, computed: bool) -> ChatGenerationChunk:
+    metadata = _moa_metadata(models, advice, computed)
+    return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))
+
+
+def _moa_metadata(models: PresetModels, advice: _Advice, computed: bool) -> dict[str, Any]:
+    """What this call did, for tracing and accounting.
+
+    The aggregator's own tokens are in the message's `usage_metadata`;
+    `moa_reference_usage` holds the references that ran in this call (None on a cache hit).
+    """
+    references, usage = advice
+    return {
+        "moa_preset": models.preset.name,
+        "moa_references": [
+            {k: ref.get(k) for k in ("index", "label", "status", "latency_ms")}
+            for ref in references
+        ],
+        "moa_references_cached": not computed,
+        "moa_reference_usage": usage if computed else None,
+    }

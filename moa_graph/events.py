@@ -1,0 +1,41 @@
+"""Progress events on `stream_mode="custom"`.
+
+One event when each reference starts and ends, and one when the aggregator starts a step.
+The CLI's live view is built from these and nothing else.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, NotRequired, TypedDict
+
+from langgraph.config import get_stream_writer
+
+__all__ = ["AggregatorEvent", "ReferenceEvent", "emit"]
+
+
+class ReferenceEvent(TypedDict):
+    """A reference started (`status="running"`) or ended (`ok`, `failed`, `skipped`)."""
+
+    type: Literal["moa_reference"]
+    index: int
+    label: str
+    status: Literal["running", "ok", "failed", "skipped"]
+    latency_ms: float | None
+
+
+class AggregatorEvent(TypedDict):
+    """The aggregator started a step of the turn (step 1, then once per tool round)."""
+
+    type: Literal["moa_aggregator"]
+    label: str
+    status: Literal["running"]
+    references_ok: NotRequired[int]
+
+
+def emit(event: ReferenceEvent | AggregatorEvent) -> None:
+    """Send an event to `stream_mode="custom"`; a no-op outside a streamed LangGraph run."""
+    try:
+        writer = get_stream_writer()
+    except (RuntimeError, KeyError):  # outside a LangGraph run, e.g. MoAChatModel on its own
+        return
+    writer(event)
