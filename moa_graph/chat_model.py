@@ -410,9 +410,11 @@ class _AdviceCache:
 
 
 def _as_chunk(message: BaseMessage) -> AIMessageChunk:
-    if isinstance(message, AIMessageChunk):
-        return message
-    return AIMessageChunk(**message.model_dump(exclude={"type"}))
+    if not isinstance(message, AIMessageChunk):
+        return AIMessageChunk(**message.model_dump(exclude={"type"}))
+    if message.chunk_position == "last":  # our own stream goes on (the summary chunk)
+        return message.model_copy(update={"chunk_position": None})
+    return message
 
 
 def _result(

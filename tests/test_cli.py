@@ -65,6 +65,8 @@ def test_offline_run_answers_391_after_a_real_tool_round_trip():
         assert label in result.stderr
     assert "calculator(expression='17 * 23')" in result.stderr
     assert "← 391" in result.stderr
+    # The closing summary: 3 references + 2 aggregator steps, tokens, wall time.
+    assert "5 calls," in result.stderr and "output tokens" in result.stderr
 
 
 def test_offline_run_as_json_reports_references_and_the_tool_call():
@@ -81,6 +83,9 @@ def test_offline_run_as_json_reports_references_and_the_tool_call():
     assert summary["tool_calls"] == [
         {"name": "calculator", "args": {"expression": "17 * 23"}, "result": "391"}
     ]
+    assert summary["usage"]["total"]["calls"] == 5
+    assert summary["usage"]["models"]["aggregator stub:aggregator"]["calls"] == 2
+    assert summary["wall_s"] > 0
 
 
 def test_a_missing_key_is_one_line_naming_the_variable(config_file):

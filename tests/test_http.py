@@ -56,7 +56,9 @@ async def test_a_tool_turn_over_http_answers_with_the_tool_result(server):
 def test_references_see_the_trimmed_view_and_no_tools_over_http(server):
     stub, url = server
     graph = build_moa_graph("demo", tools=[calculator], config=_config(url)).compile()
-    graph.invoke({"messages": [SystemMessage("caller system prompt"), HumanMessage("What is 2 + 2?")]})
+    graph.invoke(
+        {"messages": [SystemMessage("caller system prompt"), HumanMessage("What is 2 + 2?")]}
+    )
 
     (alpha,) = stub.requests("alpha")
     assert [(m["role"], m["content"]) for m in alpha["messages"]] == [
@@ -77,8 +79,10 @@ def test_references_see_the_trimmed_view_and_no_tools_over_http(server):
 def test_a_reference_http_error_is_isolated(server):
     stub, url = server
     stub.configure({"beta": {"fault": {"kind": "status", "status": 400}}})
-    out = build_moa_graph("demo", config=_config(url)).compile().invoke(
-        {"messages": [HumanMessage("hello")]}
+    out = (
+        build_moa_graph("demo", config=_config(url))
+        .compile()
+        .invoke({"messages": [HumanMessage("hello")]})
     )
     alpha, beta = out["references"]
     assert alpha["status"] == "ok"
@@ -139,8 +143,10 @@ def test_a_missing_key_fails_the_reference_with_the_variable_name(server, monkey
     config["moa"]["presets"]["demo"]["reference_models"].append(
         {"provider": "locked", "model": "gamma"}
     )
-    out = build_moa_graph("demo", config=config).compile().invoke(
-        {"messages": [HumanMessage("hello")]}
+    out = (
+        build_moa_graph("demo", config=config)
+        .compile()
+        .invoke({"messages": [HumanMessage("hello")]})
     )
     gamma = out["references"][2]
     assert gamma["status"] == "failed"
