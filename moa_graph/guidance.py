@@ -7,6 +7,7 @@ prompt prefix stays byte-identical through the tool loop and provider prompt cac
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage
@@ -16,7 +17,9 @@ from moa_graph.config import Preset
 from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index
 
-__all__ = ["aggregator_input", "render_guidance"]
+__all__ = ["aggregator_input", "quote_reference", "render_guidance"]
+
+_BLOCK_TAG = re.compile(r"<(\s*/?\s*reference\b)", re.IGNORECASE)
 
 
 def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> str:
@@ -31,7 +34,9 @@ def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> st
     ordered = sorted(references, key=lambda ref: ref["index"])
     answered = [ref for ref in ordered if ref["status"] == "ok"]
     blocks += [
-        prompts.GUIDANCE_REFERENCE.format(number=number, label=ref["label"], text=ref["text"])
+        prompts.GUIDANCE_REFERENCE.format(
+            number=number, label=ref["label"], text=quote_reference(ref["text"])
+        )
         for number, ref in enumerate(answered, start=1)
     ]
     if not answered:
@@ -40,6 +45,17 @@ def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> st
     if unavailable:
         blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
     return "\n\n".join(blocks)
+
+
+def quote_reference(text: str) -> str:
+    """Make an answer safe to put between `<reference>` tags.
+
+    Reference answers are untrusted text: one that writes its own `</reference>` (or opens
+    a new block, or starts a fake guidance) must not end its block early, so those markers
+    are defused; everything else is left exactly as written.
+    """
+    text = _BLOCK_TAG.sub(lambda m: "&lt;" + m.group(1), text)
+    return text.replace(prompts.GUIDANCE_TITLE, prompts.GUIDANCE_TITLE.replace("[", "[quoted ", 1))
 
 
 def aggregator_input(messages: Sequence[BaseMessage], guidance: str | None) -> list[BaseMessage]:

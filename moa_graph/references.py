@@ -9,6 +9,7 @@ Every outcome is a `ReferenceAnswer`: an exception becomes `failed`, a `moa` pro
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Sequence
 
@@ -36,6 +37,11 @@ __all__ = [
 ]
 
 _MAX_ERROR_CHARS = 300
+_MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
+
+
+class ReferenceProtocolError(Exception):
+    """A reference replied, but not with advice (for instance with a tool call)."""
 
 
 def enabled_slots(models: PresetModels) -> list[int]:
@@ -109,11 +115,18 @@ async def acall_references(
 
 
 def describe_error(exc: BaseException) -> str:
-    """`Type: message`, one line, bounded, with every known key value scrubbed."""
+    """`Type: message`, one line, bounded, with every known key value scrubbed.
+
+    Parsing errors escaping the client (a body that is not JSON, a completion without
+    choices) are named as what they are: a malformed response from the provider.
+    """
     message = " ".join(str(exc).split())
     if len(message) > _MAX_ERROR_CHARS:
         message = message[: _MAX_ERROR_CHARS - 3] + "..."
-    return scrub_secrets(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+    described = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, _MALFORMED_RESPONSE):
+        described = f"malformed response from the provider ({described})"
+    return scrub_secrets(described)
 
 
 def _collect(
@@ -167,11 +180,18 @@ def _elapsed_ms(started: float) -> float:
 
 
 def _answered(index: int, spec: ModelSpec, reply: BaseMessage, started: float) -> ReferenceAnswer:
+    text = message_text(reply)
+    if not text and (
+        getattr(reply, "tool_calls", None) or getattr(reply, "invalid_tool_calls", None)
+    ):
+        # References are called without tools; a tool call instead of advice is no answer.
+        error = ReferenceProtocolError("answered with a tool call instead of advice")
+        return _failed(index, spec, error, started)
     answer = ReferenceAnswer(
         index=index,
         label=spec.label,
         status="ok",
-        text=message_text(reply) or prompts.EMPTY_REFERENCE,
+        text=text or prompts.EMPTY_REFERENCE,
         latency_ms=_elapsed_ms(started),
     )
     usage = getattr(reply, "usage_metadata", None)

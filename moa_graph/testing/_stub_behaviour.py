@@ -456,6 +456,7 @@ class StubState:
         self._default: ModelBehaviour | None = None
         self._rng = random.Random(seed)
         self._counts: Counter[str] = Counter()
+        self._disconnects: Counter[str] = Counter()
         self._faults_used: Counter[str] = Counter()
         self._records: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
         self._sequence = itertools.count(1)
@@ -511,6 +512,16 @@ class StubState:
         with self._lock:
             return dict(self._counts)
 
+    def disconnected(self, model: str) -> None:
+        """Note a request whose client went away before it was answered."""
+        with self._lock:
+            self._disconnects[model] += 1
+
+    def disconnects(self) -> dict[str, int]:
+        """Requests per model name whose client disconnected before the answer."""
+        with self._lock:
+            return dict(self._disconnects)
+
     def requests(self, model: str | None = None) -> list[dict[str, Any]]:
         """Recorded bodies of one model, or of all models merged in arrival order."""
         with self._lock:
@@ -525,6 +536,7 @@ class StubState:
         """Forget counts, recorded bodies and used fault budgets (not the behaviours)."""
         with self._lock:
             self._counts.clear()
+            self._disconnects.clear()
             self._faults_used.clear()
             self._records.clear()
 

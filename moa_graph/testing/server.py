@@ -220,12 +220,17 @@ async def _chat_completions(request: web.Request) -> web.StreamResponse:
     ):
         return _error(400, "'messages' must be a non-empty list of message objects")
     number, behaviour, fault, delay = state.admit(model, body)
-    if delay > 0:
-        await asyncio.sleep(delay)
-    if fault is not None:
-        return await _apply_fault(request, body, fault, behaviour, model=model, number=number)
-    answer = plan_answer(body, model=model, reply=behaviour.reply)
-    return await _answer(request, body, answer, model=model, number=number)
+    try:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if fault is not None:
+            return await _apply_fault(request, body, fault, behaviour, model=model, number=number)
+        answer = plan_answer(body, model=model, reply=behaviour.reply)
+        return await _answer(request, body, answer, model=model, number=number)
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client disconnects (handler_cancellation).
+        state.disconnected(model)
+        raise
 
 
 async def _list_models(request: web.Request) -> web.Response:
@@ -235,8 +240,11 @@ async def _list_models(request: web.Request) -> web.Response:
 
 
 async def _stats(request: web.Request) -> web.Response:
-    counts = request.app[_STATE].stats()
-    return web.json_response({"requests": counts, "total": sum(counts.values())})
+    state = request.app[_STATE]
+    counts = state.stats()
+    return web.json_response(
+        {"requests": counts, "total": sum(counts.values()), "disconnects": state.disconnects()}
+    )
 
 
 async def _recorded(request: web.Request) -> web.Response:
@@ -419,6 +427,10 @@ class StubServer:
     def stats(self) -> dict[str, int]:
         """Requests received per model name since start or the last `reset`."""
         return self._state.stats()
+
+    def disconnects(self) -> dict[str, int]:
+        """Requests per model whose client disconnected before the answer was sent."""
+        return self._state.disconnects()
 
     def requests(self, model: str | None = None) -> list[dict[str, Any]]:
         """Recorded request bodies in arrival order (the last 200 per model).
