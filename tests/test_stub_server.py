@@ -197,7 +197,11 @@ def test_stats_count_requests_per_model_including_faulted_ones() -> None:
         with pytest.raises(openai.InternalServerError):
             _chat(url, "broken").invoke("w")
         stub_stats = httpx.get(f"{_root(url)}/_stub/stats").json()
-    assert stub_stats == {"requests": {"a": 2, "b": 1, "broken": 1}, "total": 4}
+    assert stub_stats == {
+        "requests": {"a": 2, "b": 1, "broken": 1},
+        "total": 4,
+        "disconnects": {},
+    }
 
 
 def test_stats_method_matches_the_http_endpoint() -> None:
