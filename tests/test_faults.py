@@ -39,7 +39,12 @@ def stub(monkeypatch):
 
 def _config(url: str, *, reference_retries: int = 0, aggregator_timeout: float = 0.5) -> dict:
     def ref(model: str) -> dict:
-        return {"provider": "stub", "model": model, "timeout": 0.5, "max_retries": reference_retries}
+        return {
+            "provider": "stub",
+            "model": model,
+            "timeout": 0.5,
+            "max_retries": reference_retries,
+        }
 
     return {
         "moa": {
@@ -47,8 +52,11 @@ def _config(url: str, *, reference_retries: int = 0, aggregator_timeout: float =
             "presets": {
                 "demo": {
                     "reference_models": [ref("alpha"), ref("beta")],
-                    "aggregator": {"provider": "stub", "model": "boss",
-                                   "timeout": aggregator_timeout},
+                    "aggregator": {
+                        "provider": "stub",
+                        "model": "boss",
+                        "timeout": aggregator_timeout,
+                    },
                 }
             },
         }
@@ -74,8 +82,15 @@ def test_a_faulty_reference_is_isolated_with_a_readable_reason(stub, fault):
 
 @pytest.mark.parametrize(
     ("fault", "requests"),
-    [("429", 3), ("500", 3), ("503", 3), ("reset", 3), ("read timeout", 3),
-     ("malformed json", 1), ("no choices", 1)],
+    [
+        ("429", 3),
+        ("500", 3),
+        ("503", 3),
+        ("reset", 3),
+        ("read timeout", 3),
+        ("malformed json", 1),
+        ("no choices", 1),
+    ],
 )
 def test_a_faulty_aggregator_is_retried_then_fails_typed_and_resumable(stub, fault, requests):
     stub.configure({"boss": {"fault": FAULTS[fault]}})
@@ -99,8 +114,9 @@ def test_a_faulty_aggregator_is_retried_then_fails_typed_and_resumable(stub, fau
 
 
 def test_retry_after_is_honoured(stub):
-    stub.configure({"boss": {"fault": {"kind": "status", "status": 429, "retry_after": 1.0,
-                                       "times": 2}}})
+    stub.configure(
+        {"boss": {"fault": {"kind": "status", "status": 429, "retry_after": 1.0, "times": 2}}}
+    )
     graph = build_moa_graph("demo", config=_config(stub.url)).compile()
     started = time.monotonic()
     out = graph.invoke(QUESTION)

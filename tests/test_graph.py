@@ -319,3 +319,26 @@ def test_preset_names_resolve_through_the_config():
     graph = build_moa_graph("review", config=config, model_factory=models).compile()
     graph.invoke(_ask("q"))
     assert models.built == ["fake:a", "fake:agg"]
+
+
+def test_an_empty_conversation_is_a_clear_error():
+    graph = build_moa_graph(_preset("a"), model_factory=FakeModels()).compile()
+    with pytest.raises(ValueError, match="no user message"):
+        graph.invoke({"messages": []})
+
+
+def test_a_message_with_an_unknown_role_is_a_clear_error_before_any_call():
+    models = FakeModels()
+    graph = build_moa_graph(_preset("a"), model_factory=models).compile()
+    with pytest.raises(ValueError, match="Unexpected message type: 'wizard'"):
+        graph.invoke({"messages": [{"role": "wizard", "content": "abracadabra"}]})
+    assert models.built == []
+
+
+def test_a_user_turn_of_images_only_reaches_references_whole():
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    models = FakeModels()
+    graph = build_moa_graph(_preset("a"), model_factory=models).compile()
+    out = graph.invoke({"messages": [{"role": "user", "content": [image]}]})
+    assert models["a"].calls[0].messages[1].content == [image]
+    assert out["references"][0]["status"] == "ok"
