@@ -6,6 +6,7 @@ the tool traffic are the acting model's business and only cost references tokens
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 from langchain_core.messages import (
@@ -13,16 +14,29 @@ from langchain_core.messages import (
     BaseMessage,
     HumanMessage,
     MessageLikeRepresentation,
+    ToolMessage,
     convert_to_messages,
 )
 
 from moa_graph.prompts import REFERENCE_CONTINUE_PROMPT
 
-__all__ = ["last_human_index", "message_text", "reference_messages"]
+__all__ = [
+    "DEFAULT_TOOL_RESULT_BUDGET",
+    "last_human_index",
+    "message_text",
+    "preview",
+    "reference_messages",
+]
+
+DEFAULT_TOOL_RESULT_BUDGET = 4000
+"""Characters of a tool result that references re-run mid-turn see."""
 
 
 def reference_messages(
     messages: Sequence[MessageLikeRepresentation],
+    *,
+    tool_activity: bool = False,
+    tool_result_budget: int = DEFAULT_TOOL_RESULT_BUDGET,
 ) -> list[BaseMessage]:
     """Return the trimmed conversation a reference model sees.
 
@@ -34,6 +48,10 @@ def reference_messages(
 
     Args:
         messages: LangChain messages or OpenAI-style dicts (`{"role": ..., "content": ...}`).
+        tool_activity: Also show the current turn's tool traffic (for references re-run
+            mid-turn): each tool call as a line `[called tool: name(args)]` on its assistant
+            turn, each result as a user turn with a head-and-tail preview.
+        tool_result_budget: Characters of each tool result (and call arguments) shown.
 
     Example:
         >>> view = reference_messages([
@@ -48,9 +66,15 @@ def reference_messages(
         [('human', 'do the thing')]
     """
     converted = convert_to_messages(list(messages))
+    turn = last_human_index(converted)
     view: list[BaseMessage] = []
-    for message in converted:
+    for i, message in enumerate(converted):
         text = message_text(message)
+        if tool_activity and turn is not None and i > turn:
+            text = _with_tool_activity(message, text, tool_result_budget)
+            if isinstance(message, ToolMessage) and text:
+                view.append(HumanMessage(content=text))
+                continue
         if not text:
             continue
         if isinstance(message, HumanMessage):
@@ -64,6 +88,28 @@ def reference_messages(
     if isinstance(view[-1], AIMessage):
         view.append(HumanMessage(content=REFERENCE_CONTINUE_PROMPT))
     return view
+
+
+def preview(text: str, budget: int) -> str:
+    """`text` if it fits `budget` characters, else its head and tail around an omission mark."""
+    if len(text) <= budget:
+        return text
+    half = max(budget // 2, 1)
+    omitted = len(text) - 2 * half
+    return f"{text[:half]}\n[... {omitted} chars omitted ...]\n{text[-half:]}"
+
+
+def _with_tool_activity(message: BaseMessage, text: str, budget: int) -> str:
+    if isinstance(message, AIMessage) and message.tool_calls:
+        calls = [
+            f"[called tool: {call['name']}({preview(json.dumps(call['args']), budget)})]"
+            for call in message.tool_calls
+        ]
+        return "\n".join([text, *calls] if text else calls)
+    if isinstance(message, ToolMessage):
+        name = f" {message.name}" if message.name else ""
+        return f"[tool result{name}]\n{preview(text, budget)}"
+    return text
 
 
 def message_text(message: BaseMessage) -> str:

@@ -93,3 +93,41 @@ def test_does_not_modify_the_input_messages():
     ai = AIMessage(content="text", tool_calls=[{"name": "f", "args": {}, "id": "c1"}])
     reference_messages([HumanMessage("q"), ai])
     assert ai.tool_calls and ai.content == "text"
+
+
+def test_tool_activity_of_the_current_turn_is_rendered_for_mid_turn_reruns():
+    big = "A" * 3000 + "B" * 3000
+    conversation = [
+        HumanMessage("earlier question"),
+        AIMessage("", tool_calls=[{"name": "old", "args": {}, "id": "c0"}]),
+        ToolMessage("old result", tool_call_id="c0", name="old"),
+        AIMessage("earlier answer"),
+        HumanMessage("read the log"),
+        AIMessage(
+            content="Reading it.",
+            tool_calls=[{"name": "read_file", "args": {"path": "app.log"}, "id": "c1"}],
+        ),
+        ToolMessage(big, tool_call_id="c1", name="read_file"),
+    ]
+    view = reference_messages(conversation, tool_activity=True, tool_result_budget=100)
+
+    assert _pairs(view)[:4] == [
+        ("human", "earlier question"),
+        ("ai", "earlier answer"),  # earlier turns' tool traffic stays out
+        ("human", "read the log"),
+        ("ai", 'Reading it.\n[called tool: read_file({"path": "app.log"})]'),
+    ]
+    result = view[4].content
+    assert view[4].type == "human" and len(view) == 5
+    assert result == (
+        "[tool result read_file]\n" + "A" * 50 + "\n[... 5900 chars omitted ...]\n" + "B" * 50
+    )
+
+
+def test_without_tool_activity_the_default_view_is_unchanged():
+    conversation = [
+        HumanMessage("q"),
+        AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": "c1"}]),
+        ToolMessage("r", tool_call_id="c1"),
+    ]
+    assert _pairs(reference_messages(conversation)) == [("human", "q")]
