@@ -13,8 +13,9 @@ Example:
 
 from moa_graph.chat_model import MoAChatModel, init_moa_model
 from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
+from moa_graph.context import MoAContext
 from moa_graph.errors import ConfigError, MoAAggregatorError
-from moa_graph.graph import build_moa_graph
+from moa_graph.graph import build_moa_graph, build_studio_graph
 from moa_graph.state import MoAState, ReferenceAnswer
 from moa_graph.trimming import reference_messages
 
@@ -23,12 +24,14 @@ __all__ = [
     "MoAAggregatorError",
     "MoAChatModel",
     "MoAConfig",
+    "MoAContext",
     "MoAState",
     "ModelSpec",
     "Preset",
     "ProviderSpec",
     "ReferenceAnswer",
     "build_moa_graph",
+    "build_studio_graph",
     "init_moa_model",
     "load_config",
     "reference_messages",

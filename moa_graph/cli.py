@@ -1,4 +1,4 @@
-"""The `moa-graph` command: run a MoA turn, list presets, draw the graph, serve the stand-in.
+"""The `moa-graph` command: run a turn, list presets, draw the graph, serve the stand-in or Studio.
 
 Bad input ends with one line on stderr and a non-zero exit, never a traceback.
 """
@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
+import os
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, ClassVar, NoReturn
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
@@ -20,11 +23,11 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from moa_graph.config import MoAConfig, Preset, load_config
+from moa_graph.config import CONFIG_ENV_VAR, MoAConfig, Preset, config_file, load_config
 from moa_graph.errors import ConfigError, MoAAggregatorError
 from moa_graph.graph import build_moa_graph
 from moa_graph.providers import missing_api_keys
-from moa_graph.tools import calculator
+from moa_graph.resolvers import configured_tools
 from moa_graph.trimming import message_text
 from moa_graph.usage import Usage, add_usage, format_usage
 
@@ -86,6 +89,15 @@ def _parser() -> _Parser:
     stub.add_argument("--port", type=int, default=8765)
     stub.add_argument("--config", help="stand-in behaviour file (YAML or JSON)")
     stub.set_defaults(handler=_cmd_stub_server)
+
+    dev = commands.add_parser("dev", help="serve the graph to LangGraph Studio (langgraph dev)")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=2024)
+    dev.add_argument(
+        "--config", help="MoA config file (default: $MOA_GRAPH_CONFIG, ./moa.yaml, ...)"
+    )
+    dev.add_argument("--no-reload", action="store_true", help="do not reload on code changes")
+    dev.set_defaults(handler=_cmd_dev)
     return parser
 
 
@@ -128,7 +140,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         preset = config.preset(args.preset)
         if not args.offline:
             _require_keys(preset, config)
-        graph = build_moa_graph(preset, tools=[calculator], config=config).compile()
+        tools = configured_tools(config, preset.name)
+        graph = build_moa_graph(preset, tools=tools, config=config).compile()
         request: Any = {"messages": [("user", args.question)]}
         started = time.perf_counter()
         if args.json:
@@ -286,7 +299,8 @@ def _cmd_presets(args: argparse.Namespace) -> int:
 def _cmd_graph(args: argparse.Namespace) -> int:
     with _session(args) as config:
         preset = config.preset(args.preset)
-        graph = build_moa_graph(preset, tools=[calculator], config=config).compile()
+        tools = configured_tools(config, preset.name)
+        graph = build_moa_graph(preset, tools=tools, config=config).compile()
         print(graph.get_graph().draw_mermaid())
     return 0
 
@@ -307,6 +321,48 @@ def _cmd_stub_server(args: argparse.Namespace) -> int:
         serve(host=args.host, port=args.port, models=models, default=default, on_ready=ready)
     )
     return 0
+
+
+def _cmd_dev(args: argparse.Namespace) -> int:
+    """Become `langgraph dev` in the directory of `langgraph.json`, with the config pinned."""
+    root = _studio_root()
+    if not all(importlib.util.find_spec(m) for m in ("langgraph_cli", "langgraph_api")):
+        raise _UsageError("dev needs LangGraph's dev server: pip install 'moa-graph[studio]'")
+    env = {
+        **os.environ,
+        "LANGGRAPH_CLI_NO_ANALYTICS": "1",
+        "LANGGRAPH_NO_VERSION_CHECK": "1",
+    }
+    err = Console(stderr=True, highlight=False)
+    try:
+        path = config_file(args.config)
+    except ConfigError:
+        err.print(
+            f"{_PROG} dev: no MoA config found yet; choose one per run in Studio (config_path)",
+            markup=False,
+        )
+    else:
+        load_config(path)  # a broken config is reported now, not at the first run
+        # The server runs in `root`: a path relative to here would point elsewhere there.
+        env[CONFIG_ENV_VAR] = str(path.absolute())
+        err.print(f"{_PROG} dev: MoA config {path.absolute()}", markup=False)
+    command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser"]
+    command += ["--host", args.host, "--port", str(args.port)]
+    command += ["--no-reload"] if args.no_reload else []
+    os.chdir(root)
+    # exec, not a child process: Ctrl-C reaches the server directly and it shuts down cleanly.
+    os.execve(sys.executable, command, env)
+
+
+def _studio_root() -> Path:
+    """The directory holding `langgraph.json`: this checkout's, else the current one."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "langgraph.json").is_file():
+            return root
+    raise _UsageError(
+        "no langgraph.json found: run dev in a moa_graph checkout installed with "
+        "pip install -e '.[studio]'"
+    )
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 The models check types only when built in code, so a `model_factory` can serve any
 provider name. `load_config` adds the file rules on top: unknown keys, literal API keys,
 a preset that references the `moa` provider, and a `default_preset` that names no preset
-are all refused with a `ConfigError` that names the file and the key path.
+are all refused with a `ConfigError` that names the file and the key path. Tools named in
+`tools:` are imported when the config is validated, so a bad import path is caught there.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
+from langchain_core.tools import BaseTool
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -25,6 +28,7 @@ from pydantic import (
 )
 
 from moa_graph.errors import ConfigError
+from moa_graph.tools import import_tool
 
 __all__ = [
     "CONFIG_ENV_VAR",
@@ -32,6 +36,8 @@ __all__ = [
     "ModelSpec",
     "Preset",
     "ProviderSpec",
+    "ToolPath",
+    "config_file",
     "load_config",
 ]
 
@@ -44,6 +50,15 @@ _FILE_RULES = "moa_graph.file_rules"
 
 def _file_rules(info: ValidationInfo) -> bool:
     return bool(info.context and info.context.get(_FILE_RULES))
+
+
+def _importable(path: str) -> str:
+    import_tool(path)  # raises ValueError quoting the path; pydantic adds the key path
+    return path
+
+
+ToolPath = Annotated[str, AfterValidator(_importable)]
+"""Import path of a tool, `"package.module:tool"`; checked by importing it."""
 
 
 class ModelSpec(BaseModel):
@@ -113,6 +128,8 @@ class Preset(BaseModel):
     """A disabled preset runs no references: the aggregator alone answers."""
     reference_models: list[ModelSpec]
     aggregator: ModelSpec
+    tools: list[ToolPath] | None = None
+    """The aggregator's tools in Studio and the CLI (import paths); None: the config's `tools`."""
 
     @field_validator("reference_models")
     @classmethod
@@ -143,6 +160,8 @@ class MoAConfig(BaseModel):
     providers: dict[str, ProviderSpec] = Field(default_factory=dict)
     default_preset: str = Field(default="", validate_default=True)
     """Preset used when none is named; defaults to the first preset in the file."""
+    tools: list[ToolPath] | None = None
+    """Tools (import paths) of every preset that names none; used by Studio and the CLI."""
     source: str | None = Field(default=None, exclude=True)
     """The file this config came from, for error messages (None for a mapping)."""
 
@@ -194,6 +213,29 @@ class MoAConfig(BaseModel):
                 f"MoA preset {key!r} not found; available presets: {', '.join(self.presets)}"
             ) from None
 
+    def preset_tools(self, name: str | None = None) -> list[BaseTool] | None:
+        """The tools the config gives preset `name` (None: the default preset).
+
+        A preset's own `tools:` wins over the top-level one. Returns None when neither is
+        set, so an application can choose its own default.
+
+        Raises:
+            ConfigError: No preset has that name.
+        """
+        paths = self.preset(name).tools
+        if paths is None:
+            paths = self.tools
+        return None if paths is None else [import_tool(path) for path in paths]
+
+
+def config_file(source: str | os.PathLike[str] | None = None) -> Path:
+    """The file `load_config(source)` reads: `source` itself, or the one discovery finds.
+
+    Raises:
+        ConfigError: `source` is None and discovery finds no file.
+    """
+    return Path(source) if source is not None else _discover()
+
 
 def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None) -> MoAConfig:
     """Load and validate a MoA config.
@@ -219,7 +261,7 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
     """
     if isinstance(source, Mapping):
         return _validate(source, where=None)
-    path = Path(source) if source is not None else _discover()
+    path = config_file(source)
     return _validate(_read_yaml(path), where=str(path))
 
 

@@ -1,32 +1,53 @@
-"""`build_moa_graph`: a MoA preset as a LangGraph `StateGraph`.
+"""`build_moa_graph`: a MoA preset as a LangGraph `StateGraph` (and `build_studio_graph`).
 
     START -> fan_out -> reference (one Send per reference, in parallel) -> join -> aggregator
     aggregator -> tools -> aggregator (until the aggregator answers) -> END
 
 References run once per user turn; the tool loop returns to `aggregator`, not `fan_out`.
+Both builders make this same graph; they differ in where the preset comes from: fixed when
+the graph is built, or named by each run's `MoAContext` (what Studio shows and edits).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any
 
+from langchain_core.messages import AnyMessage
 from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
-from langgraph.prebuilt import ToolNode, tools_condition
+from langgraph.graph.message import add_messages
+from langgraph.prebuilt import tools_condition
+from typing_extensions import TypedDict
 
 from moa_graph.config import MoAConfig, Preset, load_config
+from moa_graph.context import MoAContext
 from moa_graph.models import PresetModels
 from moa_graph.nodes import MoANodes
-from moa_graph.providers import ModelFactory, default_model_factory
+from moa_graph.providers import ModelFactory
+from moa_graph.resolvers import ContextPreset, FixedPreset, PresetResolver
 from moa_graph.state import MoAState
 
-__all__ = ["ConfigSource", "build_moa_graph", "resolve_preset"]
+__all__ = [
+    "ConfigSource",
+    "StudioInput",
+    "build_moa_graph",
+    "build_studio_graph",
+    "resolve_preset",
+]
 
 ConfigSource = MoAConfig | str | os.PathLike[str] | Mapping[str, Any] | None
 """A `MoAConfig`, or anything `load_config` takes."""
+
+
+class StudioInput(TypedDict):
+    """What a run of the Studio graph takes: the conversation, ending on a user turn."""
+
+    # typing_extensions' TypedDict: on Python 3.11 pydantic cannot make a JSON schema from
+    # typing's, and Studio draws its input form from this schema.
+    messages: Annotated[list[AnyMessage], add_messages]
 
 
 def build_moa_graph(
@@ -42,7 +63,8 @@ def build_moa_graph(
     Args:
         preset: A `Preset`, or the name of one in `config`.
         tools: Tools bound to the aggregator and run by the `tools` node. References never
-            get tools.
+            get tools. (A config's `tools:` key is for Studio and the CLI; pass
+            `config.preset_tools(name)` to use it here.)
         config: Where a preset name is looked up and extra providers come from: a
             `MoAConfig` or anything `load_config` takes (None: discovery, only when needed).
         model_factory: Builds a chat model from a `ModelSpec`, replacing the built-in
@@ -64,19 +86,62 @@ def build_moa_graph(
     """
     resolved, loaded = resolve_preset(preset, config)
     providers = loaded.providers if loaded else None
-    models = PresetModels(
-        resolved,
-        reference_factory=model_factory or default_model_factory(providers, reference=True),
-        aggregator_factory=model_factory or default_model_factory(providers, reference=False),
+    models = PresetModels.for_preset(
+        resolved, providers=providers, model_factory=model_factory, tools=tools
     )
-    nodes = MoANodes(models, tools=tools, name=name)
+    return _moa_graph(FixedPreset(models), name=name)
 
-    builder = StateGraph(MoAState)
-    builder.add_node("fan_out", nodes.fan_out, destinations=("reference", "aggregator"))
+
+def build_studio_graph(
+    *, model_factory: ModelFactory | None = None, name: str = "moa"
+) -> StateGraph[MoAState, MoAContext]:
+    """Build the (uncompiled) MoA graph whose preset each run chooses through `MoAContext`.
+
+    This is the graph `langgraph dev` serves (`moa_graph.studio:graph`). Each run loads the
+    preset its context names from the config file its context names (defaults: the
+    config's default preset; `$MOA_GRAPH_CONFIG`, else discovery) with that config's tools
+    (`tools:`, else `calculator`). Files are re-read when they change.
+
+    Args:
+        model_factory: Builds a chat model from a `ModelSpec`, replacing the built-in
+            provider table.
+        name: Set as the `name` of the aggregator's messages.
+
+    Returns:
+        The `StateGraph` builder with the same nodes as `build_moa_graph`,
+        `context_schema=MoAContext` and an input of `messages` only.
+
+    Example:
+        >>> graph = build_studio_graph().compile()  # doctest: +SKIP
+        >>> graph.invoke({"messages": [("user", "What is 17 * 23?")]},  # doctest: +SKIP
+        ...              context=MoAContext(preset="review", config_path="moa.yaml"))
+    """
+    return _moa_graph(
+        ContextPreset(model_factory=model_factory),
+        name=name,
+        context_schema=MoAContext,
+        input_schema=StudioInput,
+    )
+
+
+def _moa_graph(
+    resolver: PresetResolver,
+    *,
+    name: str,
+    context_schema: type[Any] | None = None,
+    input_schema: type[Any] | None = None,
+) -> StateGraph[Any, Any]:
+    nodes = MoANodes(resolver, name=name)
+    builder = StateGraph(MoAState, context_schema=context_schema, input_schema=input_schema)
+    builder.add_node(
+        "fan_out",
+        RunnableLambda(nodes.fan_out, afunc=nodes.afan_out),
+        destinations=("reference", "aggregator"),
+    )
     builder.add_node("reference", RunnableLambda(nodes.reference, afunc=nodes.areference))
     builder.add_node("join", nodes.join)
     builder.add_node("aggregator", RunnableLambda(nodes.aggregator, afunc=nodes.aaggregator))
-    builder.add_node("tools", ToolNode(list(tools), handle_tool_errors=True))
+    builder.add_node("tools", resolver.tool_node())
     builder.add_edge(START, "fan_out")
     builder.add_edge("reference", "join")
     builder.add_edge("join", "aggregator")

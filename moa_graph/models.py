@@ -1,4 +1,4 @@
-"""The chat models of one preset, built once on first use and reused for every call.
+"""The chat models of one preset and the aggregator's tools, built once and reused.
 
 Building lazily means a graph can be built, drawn or served without API keys; reusing the
 instances keeps each model's HTTP connection pool warm across turns.
@@ -7,14 +7,17 @@ instances keeps each model's HTTP connection pool warm across turns.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.runnables import RunnableConfig
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tools import BaseTool
 from langgraph.constants import TAG_NOSTREAM
 
-from moa_graph.config import ModelSpec, Preset
-from moa_graph.providers import ModelFactory
+from moa_graph.config import ModelSpec, Preset, ProviderSpec
+from moa_graph.providers import ModelFactory, default_model_factory
 
 __all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels"]
 
@@ -25,7 +28,10 @@ AGGREGATOR_TAG = "moa:aggregator"
 
 
 class PresetModels:
-    """Lazily built, cached chat models for a preset's references and aggregator."""
+    """Lazily built, cached chat models for a preset's references and aggregator.
+
+    `tools` are what the aggregator acts with: `acting()` is the aggregator bound to them.
+    """
 
     def __init__(
         self,
@@ -33,13 +39,33 @@ class PresetModels:
         *,
         reference_factory: ModelFactory,
         aggregator_factory: ModelFactory,
+        tools: Sequence[BaseTool] = (),
     ) -> None:
         self.preset = preset
+        self.tools = list(tools)
         self._reference_factory = reference_factory
         self._aggregator_factory = aggregator_factory
         self._references: dict[int, BaseChatModel] = {}
         self._aggregator: BaseChatModel | None = None
+        self._acting: Runnable[LanguageModelInput, BaseMessage] | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def for_preset(
+        cls,
+        preset: Preset,
+        *,
+        providers: Mapping[str, ProviderSpec] | None = None,
+        model_factory: ModelFactory | None = None,
+        tools: Sequence[BaseTool] = (),
+    ) -> PresetModels:
+        """Models from `model_factory`, else from the provider table plus `providers`."""
+        return cls(
+            preset,
+            reference_factory=model_factory or default_model_factory(providers, reference=True),
+            aggregator_factory=model_factory or default_model_factory(providers, reference=False),
+            tools=tools,
+        )
 
     def reference(self, index: int) -> BaseChatModel:
         """The model of reference slot `index` (0-based)."""
@@ -55,6 +81,17 @@ class PresetModels:
             if self._aggregator is None:
                 self._aggregator = self._aggregator_factory(self.preset.aggregator)
             return self._aggregator
+
+    def acting(self) -> Runnable[LanguageModelInput, BaseMessage]:
+        """The aggregator bound to `tools` (the bare aggregator when there are none)."""
+        if self._acting is None:
+            model = self.aggregator()
+            self._acting = model.bind_tools(self.tools) if self.tools else model
+        return self._acting
+
+    def tool(self, name: str) -> BaseTool | None:
+        """The tool called `name`, if the aggregator has it."""
+        return next((tool for tool in self.tools if tool.name == name), None)
 
 
 def reference_config(index: int, spec: ModelSpec) -> RunnableConfig:

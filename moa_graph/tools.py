@@ -1,15 +1,20 @@
-"""Example tools for MoA graphs: `calculator`, safe arithmetic without `eval`."""
+"""Tools for MoA graphs: the example `calculator`, and `import_tool` for a config's `tools:`.
+
+`calculator` does safe arithmetic without `eval`. A config names tools by import path
+(`"moa_graph.tools:calculator"`, `"my_pkg.tools:search"`); `import_tool` loads one.
+"""
 
 from __future__ import annotations
 
 import ast
+import importlib
 import operator
 from collections.abc import Callable
-from typing import cast
+from typing import Any, cast
 
-from langchain_core.tools import tool
+from langchain_core.tools import BaseTool, StructuredTool, tool
 
-__all__ = ["calculator", "evaluate_arithmetic"]
+__all__ = ["calculator", "evaluate_arithmetic", "import_tool"]
 
 _BINARY: dict[type[ast.operator], Callable[[float, float], float]] = {
     ast.Add: operator.add,
@@ -78,3 +83,36 @@ def calculator(expression: str) -> str:
         expression: Numbers with + - * / // % ** and parentheses.
     """
     return str(evaluate_arithmetic(expression))
+
+
+def import_tool(path: str) -> BaseTool:
+    """Import the tool named by `path`, `"package.module:attribute"`.
+
+    The attribute may be a LangChain tool or a plain function with a docstring, which is
+    wrapped as a `StructuredTool`.
+
+    Raises:
+        ValueError: The path is malformed, cannot be imported, or names no tool; the
+            message quotes the path.
+
+    Example:
+        >>> import_tool("moa_graph.tools:calculator").name
+        'calculator'
+    """
+    module_name, colon, attribute = path.partition(":")
+    if not colon or not module_name or not attribute:
+        raise ValueError(f"{path!r} is not an import path; write it as 'package.module:tool'")
+    try:
+        found: Any = importlib.import_module(module_name)
+        for part in attribute.split("."):
+            found = getattr(found, part)
+    except Exception as exc:  # an import runs user code: anything it raises is this error
+        raise ValueError(f"cannot import {path!r}: {type(exc).__name__}: {exc}") from None
+    if isinstance(found, BaseTool):
+        return found
+    if callable(found) and not isinstance(found, type):
+        try:
+            return StructuredTool.from_function(found)
+        except Exception as exc:
+            raise ValueError(f"{path!r} cannot be used as a tool: {exc}") from None
+    raise ValueError(f"{path!r} is not a tool or a function (got {type(found).__name__})")

@@ -165,3 +165,10 @@ def test_stub_server_command_serves_until_stopped():
         process.send_signal(signal.SIGINT)
         process.wait(timeout=10)
     assert "Traceback" not in process.stderr.read()
+
+
+def test_dev_reports_a_broken_config_before_starting_the_server(tmp_path):
+    # The server itself is started by tests/test_studio.py; here it must never start.
+    absent = tmp_path / "absent.yaml"
+    line = _one_error_line(_cli("dev", "--config", str(absent), "--port", "1"))
+    assert line == f"moa-graph: error: {absent}: config file not found"

@@ -209,3 +209,54 @@ def test_specs_built_in_code_check_types_only():
     assert preset.reference_models[0].label == "moa:inner"
     with pytest.raises(ValueError):
         ModelSpec(provider="openai", model="m", temperature="hot")
+
+
+# -- tools: -------------------------------------------------------------------------------
+
+
+def test_a_bad_tool_path_names_the_file_and_key_path(tmp_path):
+    path = _write(
+        tmp_path,
+        GOOD.replace(
+            "aggregator: {provider: openrouter, model: anthropic/claude-opus-4.8}",
+            "aggregator: {provider: openrouter, model: anthropic/claude-opus-4.8}\n"
+            "      tools: ['moa_graph.tools:calculator', 'x.y:z']",
+        ),
+    )
+    assert _error(path) == (
+        f"{path}: moa.presets.review.tools[1]: cannot import 'x.y:z': "
+        "ModuleNotFoundError: No module named 'x'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "expected"),
+    [
+        ("moa_graph.tools", "'moa_graph.tools' is not an import path; write it as"),
+        ("moa_graph.tools:nope", "cannot import 'moa_graph.tools:nope': AttributeError"),
+        (
+            "moa_graph.tools:_MAX_CHARS",
+            "'moa_graph.tools:_MAX_CHARS' is not a tool or a function (got int)",
+        ),
+    ],
+)
+def test_top_level_tool_problems_name_their_key_path(entry, expected):
+    config = _minimal()
+    config["moa"]["tools"] = [entry]
+    assert _error(config).startswith(f"moa.tools[0]: {expected}")
+
+
+def test_a_presets_tools_win_over_the_top_level_ones():
+    config = _minimal(tools=["moa_graph.tools:evaluate_arithmetic"])
+    config["moa"]["tools"] = ["moa_graph.tools:calculator"]
+    config["moa"]["presets"]["plain"] = {**config["moa"]["presets"]["review"], "tools": None}
+    config["moa"]["presets"]["none"] = {**config["moa"]["presets"]["review"], "tools": []}
+    loaded = load_config(config)
+    # A plain function is wrapped as a tool named after it.
+    assert [t.name for t in loaded.preset_tools("review")] == ["evaluate_arithmetic"]
+    assert [t.name for t in loaded.preset_tools("plain")] == ["calculator"]
+    assert loaded.preset_tools("none") == []
+
+
+def test_no_tools_key_anywhere_means_none():
+    assert load_config(_minimal()).preset_tools() is None
