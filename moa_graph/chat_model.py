@@ -38,7 +38,7 @@ from moa_graph.errors import MoAAggregatorError
 from moa_graph.graph import ConfigSource, resolve_preset
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
-from moa_graph.providers import ModelFactory, default_model_factory
+from moa_graph.providers import ModelFactory
 from moa_graph.references import acall_references, call_references, describe_error, enabled_slots
 from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index, reference_messages
@@ -259,12 +259,10 @@ class MoAChatModel(BaseChatModel):
                 if value is not None
             }
             aggregator = preset.aggregator.model_copy(update=overrides)
-            providers = self._config.providers if self._config else None
-            self._runtimes[preset.name] = PresetModels(
+            self._runtimes[preset.name] = PresetModels.for_preset(
                 preset.model_copy(update={"aggregator": aggregator}),
-                reference_factory=self.model_factory or default_model_factory(providers),
-                aggregator_factory=self.model_factory
-                or default_model_factory(providers, reference=False),
+                providers=self._config.providers if self._config else None,
+                model_factory=self.model_factory,
             )
         return self._runtimes[preset.name]
 

@@ -6,9 +6,10 @@ The CLI's live view is built from these and nothing else.
 
 from __future__ import annotations
 
-from typing import Literal, NotRequired, TypedDict
+from typing import Literal, NotRequired
 
 from langgraph.config import get_stream_writer
+from typing_extensions import TypedDict
 
 __all__ = ["AggregatorEvent", "ReferenceEvent", "emit"]
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, NotRequired, TypedDict
+from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, BaseMessage
 from langgraph.graph.message import add_messages
+
+# typing_extensions' TypedDict: pydantic (and so Studio's schemas) cannot read typing's on 3.11.
+from typing_extensions import TypedDict
 
 from moa_graph.usage import Usage, add_usage
 

@@ -7,9 +7,12 @@ its own rate.
 
 from __future__ import annotations
 
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NotRequired
 
 from langchain_core.messages import BaseMessage
+
+# typing_extensions' TypedDict: pydantic (and so Studio's schemas) cannot read typing's on 3.11.
+from typing_extensions import TypedDict
 
 from moa_graph.config import ModelSpec
 

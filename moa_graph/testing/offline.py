@@ -41,6 +41,7 @@ def offline_config(base_url: str) -> MoAConfig:
                             {"provider": "stub", "model": name} for name in _REFERENCES
                         ],
                         "aggregator": {"provider": "stub", "model": _AGGREGATOR},
+                        "tools": ["moa_graph.tools:calculator"],
                     }
                 },
             }
