@@ -39,14 +39,12 @@ from moa_graph.graph import ConfigSource, resolve_preset
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.providers import ModelFactory
-from moa_graph.references import acall_references, call_references, describe_error, enabled_slots
-from moa_graph.state import ReferenceAnswer
+from moa_graph.references import Advice, acall_panel, call_panel, describe_error, enabled_slots
 from moa_graph.trimming import last_human_index, reference_messages
-from moa_graph.usage import Usage
 
 __all__ = ["MoAChatModel", "init_moa_model"]
 
-_Advice = tuple[list[ReferenceAnswer], Usage | None]
+_Advice = Advice
 
 
 class MoAChatModel(BaseChatModel):
@@ -162,7 +160,7 @@ class MoAChatModel(BaseChatModel):
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
         advice, computed = self._cache.get(
-            call.key, lambda: call_references(call.models, call.view, callbacks=call.callbacks)
+            call.key, lambda: call_panel(call.models, call.view, callbacks=call.callbacks)
         )
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
@@ -178,7 +176,7 @@ class MoAChatModel(BaseChatModel):
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
         advice, computed = await self._cache.aget(
-            call.key, lambda: acall_references(call.models, call.view, callbacks=call.callbacks)
+            call.key, lambda: acall_panel(call.models, call.view, callbacks=call.callbacks)
         )
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
@@ -194,7 +192,7 @@ class MoAChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
         advice, computed = self._cache.get(
-            call.key, lambda: call_references(call.models, call.view, callbacks=call.callbacks)
+            call.key, lambda: call_panel(call.models, call.view, callbacks=call.callbacks)
         )
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
@@ -214,7 +212,7 @@ class MoAChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
         advice, computed = await self._cache.aget(
-            call.key, lambda: acall_references(call.models, call.view, callbacks=call.callbacks)
+            call.key, lambda: acall_panel(call.models, call.view, callbacks=call.callbacks)
         )
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
@@ -236,10 +234,26 @@ class MoAChatModel(BaseChatModel):
         at = last_human_index(messages)
         if at is None:
             raise ValueError("MoA answers a user turn, but the conversation has no user message")
-        view = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
-        shown = [(m.type, m.content) for m in view]
-        key = hashlib.sha256(json.dumps([models.preset.name, shown], default=str).encode())
-        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs)
+        preset, step, stale = (
+            models.preset,
+            1 + sum(m.type == "ai" for m in messages[at + 1 :]),
+            False,
+        )
+        turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
+        view, bucket = turn, 0
+        if preset.fanout_interval is not None and turn:
+            # A re-running schedule: one advice per run of `interval` steps, made on the
+            # first step of the run with the turn's tool activity in view.
+            bucket = (step - 1) // preset.fanout_interval
+            stale = step - 1 > bucket * preset.fanout_interval
+            view = reference_messages(
+                messages,
+                tool_activity=True,
+                tool_result_budget=preset.reference_tool_result_budget,
+            )
+        shown = [(m.type, m.content) for m in turn]
+        key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
+        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, stale)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -277,7 +291,9 @@ class _Call:
         view: list[BaseMessage],
         callbacks: Callbacks,
         kwargs: dict[str, Any],
+        stale: bool,
     ) -> None:
+        self.stale = stale
         self.models = models
         self.key = key
         self.view = view
@@ -297,7 +313,9 @@ class _Call:
             model = model.bind(**kwargs)
         guidance = None
         if enabled_slots(self.models):
-            guidance = render_guidance(self.models.preset, advice[0])
+            guidance = render_guidance(
+                self.models.preset, advice.answers, raw=advice.raw, stale=self.stale
+            )
         # Our own chunks carry the tokens to the caller's handlers; the inner call is silent.
         config = aggregator_config(
             self.models.preset.aggregator, stream=False, callbacks=self.callbacks
@@ -437,7 +455,7 @@ def _moa_metadata(models: PresetModels, advice: _Advice, computed: bool) -> dict
     The aggregator's own tokens are in the message's `usage_metadata`;
     `moa_reference_usage` holds the references that ran in this call (None on a cache hit).
     """
-    references, usage = advice
+    references, usage = advice.answers, advice.usage
     return {
         "moa_preset": models.preset.name,
         "moa_references": [

@@ -10,9 +10,10 @@ are all refused with a `ConfigError` that names the file and the key path. Tools
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from langchain_core.tools import BaseTool
@@ -93,6 +94,10 @@ class ModelSpec(BaseModel):
     """Price in USD per million output tokens."""
     cached_input_cost_per_mtok: float | None = None
     """Price per million input tokens served from the provider's cache (default: input)."""
+    samples: int = Field(default=1, ge=1, le=32)
+    """Self-MoA: independent samples of this reference, labelled `provider:model#1`.."""
+    reference_timeout_s: float | None = Field(default=None, gt=0)
+    """A reference still running after this many seconds is cancelled and counts as failed."""
 
     @property
     def label(self) -> str:
@@ -130,6 +135,38 @@ class Preset(BaseModel):
     aggregator: ModelSpec
     tools: list[ToolPath] | None = None
     """The aggregator's tools in Studio and the CLI (import paths); None: the config's `tools`."""
+    fanout: str = "per_turn"
+    """When references run: `per_turn` (once per user turn), `every_step` (before every
+    aggregator step), or `every_n:N` (aggregator steps 1, 1+N, 1+2N, ...)."""
+    reference_tool_result_budget: int = Field(default=4000, ge=100)
+    """Characters of each tool result that references re-run mid-turn see (head and tail)."""
+    layers: int = Field(default=1, ge=1, le=8)
+    """Multi-layer MoA: layer k > 1 references improve on layer k-1's answers."""
+    references_deadline_s: float | None = Field(default=None, gt=0)
+    """References still running this many seconds after their fan-out are cancelled."""
+    min_references: int = Field(default=1, ge=0)
+    """Below this many successful references the guidance says the advice is thin."""
+    degraded_reference_policy: Literal["loud", "silent"] = "loud"
+    """`loud` lists failed or skipped references in the guidance; `silent` leaves them out."""
+    privacy_filter: Literal["off", "display", "full"] = "off"
+    """`display` redacts personal data and credentials in reference texts shown to people;
+    `full` also in what the aggregator reads."""
+
+    @property
+    def fanout_interval(self) -> int | None:
+        """Aggregator steps between reference runs within a turn (None: once per turn)."""
+        if self.fanout == "per_turn":
+            return None
+        return 1 if self.fanout == "every_step" else int(self.fanout.removeprefix("every_n:"))
+
+    @field_validator("fanout")
+    @classmethod
+    def _fanout_schedule(cls, value: str) -> str:
+        if value in ("per_turn", "every_step") or re.fullmatch(r"every_n:[1-9]\d*", value):
+            return value
+        raise ValueError(
+            f"{value!r} is not a schedule: use per_turn, every_step or every_n:N (N >= 1)"
+        )
 
     @field_validator("reference_models")
     @classmethod

@@ -22,6 +22,7 @@ class ReferenceEvent(TypedDict):
     label: str
     status: Literal["running", "ok", "failed", "skipped"]
     latency_ms: float | None
+    layer: int
 
 
 class AggregatorEvent(TypedDict):

@@ -144,9 +144,18 @@ def _moa_graph(
     builder.add_node("tools", resolver.tool_node())
     builder.add_edge(START, "fan_out")
     builder.add_edge("reference", "join")
-    builder.add_edge("join", "aggregator")
+    builder.add_conditional_edges(
+        "join",
+        # Routes to Sends (the next layer); RunnableLambda's stubs expect a hashable result.
+        RunnableLambda(nodes.after_join, afunc=nodes.aafter_join),  # type: ignore[arg-type]
+        ["reference", "aggregator"],
+    )
     builder.add_conditional_edges("aggregator", tools_condition, {"tools": "tools", END: END})
-    builder.add_edge("tools", "aggregator")
+    builder.add_conditional_edges(
+        "tools",
+        RunnableLambda(nodes.after_tools, afunc=nodes.aafter_tools),
+        {"fan_out": "fan_out", "aggregator": "aggregator"},
+    )
     return builder
 
 

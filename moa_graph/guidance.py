@@ -8,12 +8,13 @@ prompt prefix stays byte-identical through the tool loop and provider prompt cac
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from langchain_core.messages import BaseMessage, HumanMessage
 
 from moa_graph import prompts
 from moa_graph.config import Preset
+from moa_graph.privacy import model_text
 from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index
 
@@ -22,28 +23,53 @@ __all__ = ["aggregator_input", "quote_reference", "render_guidance"]
 _BLOCK_TAG = re.compile(r"<(\s*/?\s*reference\b)", re.IGNORECASE)
 
 
-def render_guidance(preset: Preset, references: Sequence[ReferenceAnswer]) -> str:
+def render_guidance(
+    preset: Preset,
+    references: Sequence[ReferenceAnswer],
+    *,
+    raw: Mapping[str, str] | None = None,
+    stale: bool = False,
+) -> str:
     """Render the guidance text for the aggregator from this turn's reference answers.
 
-    Successful answers are numbered from 1 in preset order; failed and skipped references
-    are listed on one line; when none answered, the aggregator is told to act alone.
+    Only the last layer's answers count. Successful answers are numbered from 1 in preset
+    order; failed and skipped references are listed on one line (unless the preset's
+    `degraded_reference_policy` is `silent`); when none answered, the aggregator is told to
+    act alone, and when fewer than `min_references` did, that the advice is thin.
+
+    Args:
+        preset: The preset the references belong to.
+        references: The turn's answers (any layers).
+        raw: The originals of texts the privacy filter redacted for display.
+        stale: The advice predates tool calls now in the conversation.
     """
     blocks = [
         prompts.GUIDANCE_HEADER.format(preset=preset.name, aggregator=preset.aggregator.label)
     ]
-    ordered = sorted(references, key=lambda ref: ref["index"])
+    last = max((ref.get("layer", 1) for ref in references), default=1)
+    ordered = sorted(
+        (ref for ref in references if ref.get("layer", 1) == last), key=lambda ref: ref["index"]
+    )
     answered = [ref for ref in ordered if ref["status"] == "ok"]
     blocks += [
         prompts.GUIDANCE_REFERENCE.format(
-            number=number, label=ref["label"], text=quote_reference(ref["text"])
+            number=number, label=ref["label"], text=quote_reference(model_text(ref, raw))
         )
         for number, ref in enumerate(answered, start=1)
     ]
     if not answered:
         blocks.append(prompts.GUIDANCE_NONE_AVAILABLE)
+    elif len(answered) < preset.min_references:
+        blocks.append(
+            prompts.GUIDANCE_THIN.format(
+                ok=len(answered), total=len(ordered), wanted=preset.min_references
+            )
+        )
     unavailable = [f"{ref['label']} ({ref['status']})" for ref in ordered if ref["status"] != "ok"]
-    if unavailable:
+    if unavailable and preset.degraded_reference_policy == "loud":
         blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
+    if stale:
+        blocks.append(prompts.GUIDANCE_STALE)
     return "\n\n".join(blocks)
 
 

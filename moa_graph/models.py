@@ -94,12 +94,20 @@ class PresetModels:
         return next((tool for tool in self.tools if tool.name == name), None)
 
 
-def reference_config(index: int, spec: ModelSpec) -> RunnableConfig:
+def reference_config(
+    index: int, spec: ModelSpec, *, label: str | None = None, layer: int = 1
+) -> RunnableConfig:
     """Run config of a reference call: LangSmith name, tags and `moa_*` metadata."""
+    label = label or spec.label
     return {
-        "run_name": f"moa_reference:{spec.label}",
+        "run_name": f"moa_reference:{label}",
         "tags": [REFERENCE_TAG, TAG_NOSTREAM],
-        "metadata": {"moa_index": index, "moa_label": spec.label, "moa_role": "reference"},
+        "metadata": {
+            "moa_index": index,
+            "moa_label": label,
+            "moa_layer": layer,
+            "moa_role": "reference",
+        },
     }
 
 

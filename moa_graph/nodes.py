@@ -10,21 +10,31 @@ chosen per run.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, BaseMessage
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, Send
 
+from moa_graph.config import Preset
 from moa_graph.errors import MoAAggregatorError
 from moa_graph.events import emit
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
-from moa_graph.references import acall_reference, call_reference, describe_error, enabled_slots
+from moa_graph.references import (
+    Outcome,
+    acall_reference,
+    answered,
+    call_reference,
+    describe_error,
+    enabled_slots,
+    layer_tasks,
+)
 from moa_graph.resolvers import PresetResolver
-from moa_graph.state import MoAState, ReferenceAnswer, ReferenceTask
+from moa_graph.state import MoAState, ReferenceTask
 from moa_graph.trimming import last_human_index, reference_messages
-from moa_graph.usage import Usage, call_usage
+from moa_graph.usage import call_usage
 
 __all__ = ["MoANodes"]
 
@@ -37,27 +47,50 @@ class MoANodes:
         self.name = name
 
     def fan_out(self, state: MoAState) -> Command[Any]:
-        """Dispatch this turn's references once, or go straight to the aggregator (sync)."""
+        """Dispatch references when the schedule says so, else go to the aggregator (sync)."""
         return _fan_out(state, self.resolver.models())
 
     async def afan_out(self, state: MoAState) -> Command[Any]:
-        """Dispatch this turn's references once, or go straight to the aggregator (async)."""
+        """Dispatch references when the schedule says so, else go to the aggregator (async)."""
         return _fan_out(state, await self.resolver.amodels())
 
     def reference(self, task: ReferenceTask) -> dict[str, Any]:
-        """Run one reference model (sync); every failure becomes a `failed` answer."""
-        models = self.resolver.models()
-        return _reference_update(*call_reference(models, task["index"], task["view"]))
+        """Run one reference slot (sync); every failure becomes a `failed` answer."""
+        return _reference_update(call_reference(self.resolver.models(), task))
 
     async def areference(self, task: ReferenceTask) -> dict[str, Any]:
-        """Run one reference model (async); every failure becomes a `failed` answer."""
+        """Run one reference slot (async); every failure becomes a `failed` answer."""
         models = await self.resolver.amodels()
-        return _reference_update(*await acall_reference(models, task["index"], task["view"]))
+        return _reference_update(await acall_reference(models, task))
 
     def join(self, state: MoAState) -> dict[str, Any]:
-        """Write this turn's answers to `references` in preset order, whatever finished first."""
+        """Add a layer's answers to `references` in preset order, whatever finished first."""
         results = sorted(state.get("reference_results") or [], key=lambda ref: ref["index"])
-        return {"references": results, "reference_results": None}
+        return {
+            "references": [*(state.get("references") or []), *results],
+            "reference_results": None,
+        }
+
+    def after_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
+        """Start the next layer, if the preset has one and this layer answered; else aggregate."""
+        if _last_layer(state):
+            return "aggregator"
+        return _next_layer(state, self.resolver.models())
+
+    async def aafter_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
+        """Async `after_join`."""
+        if _last_layer(state):
+            return "aggregator"
+        return _next_layer(state, await self.resolver.amodels())
+
+    def after_tools(self, state: MoAState) -> Literal["fan_out", "aggregator"]:
+        """After a tool round: back through `fan_out` when references may re-run this turn."""
+        return "aggregator" if self.resolver.models().preset.fanout == "per_turn" else "fan_out"
+
+    async def aafter_tools(self, state: MoAState) -> Literal["fan_out", "aggregator"]:
+        """Async `after_tools`."""
+        models = await self.resolver.amodels()
+        return "aggregator" if models.preset.fanout == "per_turn" else "fan_out"
 
     def aggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (sync)."""
@@ -88,6 +121,13 @@ class MoANodes:
         return self._aggregator_update(models, reply)
 
     def _aggregator_update(self, models: PresetModels, reply: BaseMessage) -> dict[str, Any]:
+        invalid = getattr(reply, "invalid_tool_calls", None)
+        if invalid and not getattr(reply, "tool_calls", None):
+            # Nothing to run and nothing to say: fail the step (resumably) rather than end
+            # the turn on a reply that is neither an answer nor a usable tool call.
+            names = ", ".join(str(call.get("name")) for call in invalid)
+            error = ValueError(f"tool call with invalid JSON arguments ({names})")
+            raise _aggregator_error(models, error)
         if isinstance(reply, AIMessage) and reply.name is None:
             reply.name = self.name
         return {
@@ -96,48 +136,102 @@ class MoANodes:
         }
 
 
+def _step(messages: Sequence[BaseMessage], turn_at: int) -> int:
+    """The aggregator step about to run in this turn: 1, then one more per tool round."""
+    return 1 + sum(isinstance(m, AIMessage) for m in messages[turn_at + 1 :])
+
+
 def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
     messages = state["messages"]
     at = last_human_index(messages)
     if at is None:
         raise ValueError("MoA answers a user turn, but the conversation has no user message")
-    turn = messages[at].id or f"#{at}"
-    if state.get("reference_turn") == turn:
+    preset = models.preset
+    turn, step = messages[at].id or f"#{at}", _step(messages, at)
+    fresh = state.get("reference_turn") != turn
+    interval = preset.fanout_interval
+    if not fresh and (interval is None or (step - 1) % interval):
         return Command(goto="aggregator")
     update: dict[str, Any] = {
         "references": [],
         "reference_results": None,
+        "reference_raw": None,
         "reference_turn": turn,
-        "usage": None,
+        "reference_step": step,
+        "reference_layers": preset.layers,
     }
-    slots = enabled_slots(models)
-    if not slots:
+    if fresh:
+        update["usage"] = None  # usage covers the whole turn, re-runs included
+    tasks = layer_tasks(models, _view(messages, preset))
+    if not tasks:
         return Command(update=update, goto="aggregator")
-    view = reference_messages(messages)
-    sends = [Send("reference", ReferenceTask(index=i, view=view)) for i in slots]
-    return Command(update=update, goto=sends)
+    return Command(update=update, goto=[Send("reference", task) for task in tasks])
+
+
+def _view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
+    # Under a re-running schedule references see the turn's tool activity; per turn, the core view.
+    return reference_messages(
+        messages,
+        tool_activity=preset.fanout_interval is not None,
+        tool_result_budget=preset.reference_tool_result_budget,
+    )
+
+
+def _last_layer(state: MoAState) -> bool:
+    # Decided from the state alone, so that a state edit "as join" (Studio, outside any run
+    # and its context) routes to the aggregator without resolving the preset.
+    layer = max((ref.get("layer", 1) for ref in state.get("references") or []), default=1)
+    return layer >= state.get("reference_layers", 1)
+
+
+def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["aggregator"]:
+    # A routing function, not part of `join`: a state edit "as join" (Studio) routes again.
+    references = state.get("references") or []
+    layer = max((ref.get("layer", 1) for ref in references), default=models.preset.layers)
+    current = [ref for ref in references if ref.get("layer", 1) == layer]
+    previous = answered(current, state.get("reference_raw"))
+    if layer >= models.preset.layers or not previous:
+        return "aggregator"
+    view = _view(state["messages"], models.preset)
+    tasks = layer_tasks(models, view, layer=layer + 1, previous=previous)
+    return [Send("reference", task) for task in tasks]
 
 
 def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMessage]:
     references = state.get("references") or []
+    last = max((ref.get("layer", 1) for ref in references), default=1)
     emit(
         {
             "type": "moa_aggregator",
             "label": models.preset.aggregator.label,
             "status": "running",
-            "references_ok": sum(r["status"] == "ok" for r in references),
+            "references_ok": sum(
+                r["status"] == "ok" and r.get("layer", 1) == last for r in references
+            ),
         }
     )
-    guidance = render_guidance(models.preset, references) if enabled_slots(models) else None
-    return aggregator_input(state["messages"], guidance)
+    if not enabled_slots(models):
+        return list(state["messages"])
+    messages = state["messages"]
+    at = last_human_index(messages)
+    step = _step(messages, at) if at is not None else 1
+    stale = models.preset.fanout_interval is not None and step > state.get("reference_step", 1)
+    guidance = render_guidance(
+        models.preset, references, raw=state.get("reference_raw"), stale=stale
+    )
+    return aggregator_input(messages, guidance)
 
 
 def _aggregator_error(models: PresetModels, exc: Exception) -> MoAAggregatorError:
     return MoAAggregatorError(models.preset.aggregator.label, describe_error(exc))
 
 
-def _reference_update(answer: ReferenceAnswer, usage: Usage | None) -> dict[str, Any]:
-    update: dict[str, Any] = {"reference_results": [answer]}
-    if usage is not None:
-        update["usage"] = usage
+def _reference_update(outcome: Outcome) -> dict[str, Any]:
+    update: dict[str, Any] = {"reference_results": [outcome.answer]}
+    if outcome.usage is not None:
+        update["usage"] = outcome.usage
+    if outcome.raw is not None:
+        update["reference_raw"] = {
+            f"{outcome.answer.get('layer', 1)}:{outcome.answer['index']}": outcome.raw
+        }
     return update

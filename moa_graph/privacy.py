@@ -9,8 +9,10 @@ times, hashes, versions and IP addresses pass through untouched.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
-__all__ = ["redact"]
+__all__ = ["model_text", "redact"]
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     (
@@ -59,3 +61,15 @@ def redact(text: str) -> str:
     for kind, pattern in _PATTERNS:
         text = pattern.sub(f"[redacted: {kind}]", text)
     return text
+
+
+def model_text(answer: Mapping[str, Any], raw: Mapping[str, str] | None) -> str:
+    """The text of a reference answer that models read.
+
+    Under `privacy_filter: display` people see `answer["text"]` redacted while models read the
+    original from `raw`; an answer a person edited (its text no longer the redaction of the
+    original) is read as edited.
+    """
+    text = str(answer["text"])
+    original = (raw or {}).get(f"{answer.get('layer', 1)}:{answer['index']}")
+    return original if original is not None and redact(original) == text else text

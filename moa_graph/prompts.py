@@ -52,3 +52,27 @@ RECURSION_SKIPPED = "[skipped: a reference cannot recursively reference MoA]"
 
 EMPTY_REFERENCE = "(empty response)"
 """Text of a reference that answered with nothing."""
+
+GUIDANCE_THIN = """\
+Only {ok} of the {total} references answered, fewer than the {wanted} this preset asks for: \
+the advice is thin, so lean on your own judgement where it is silent or disagrees."""
+"""Added when fewer references succeeded than the preset's `min_references`."""
+
+GUIDANCE_STALE = """\
+This advice was written before the tool calls that now follow in the conversation: do not \
+repeat a tool call that already ran; build on its result."""
+"""Added when a fan-out schedule reuses advice from an earlier step of the turn."""
+
+LAYER_PROMPT = """\
+Other advisors on the panel answered the same request. Their answers are quoted below. \
+Improve on them: keep what is right, correct what is wrong, add what is missing, and give \
+your own complete answer.
+
+{answers}"""
+"""Appended as a user turn for references of layer k > 1; `answers` are the quoted blocks."""
+
+LAYER_ANSWER = "Answer from {label}:\n<reference>\n{text}\n</reference>"
+"""One earlier-layer answer inside `LAYER_PROMPT`."""
+
+TIMED_OUT = "[failed: timed out after {seconds:g}s]"
+"""Text of a reference cancelled at its timeout or at the preset's deadline."""

@@ -1,9 +1,12 @@
-"""Calling reference models, one slot at a time or all of a preset's slots at once.
+"""Calling reference models, one slot at a time or a whole panel.
 
-The graph's `reference` node runs one slot per task; the chat-model facade runs them all.
+The graph's `reference` node runs one slot per task; the chat-model facade runs the whole
+panel, every slot of every layer.
 
-Every outcome is a `ReferenceAnswer`: an exception becomes `failed`, a `moa` provider is
-`skipped` without a call, an empty answer is marked. Nothing here raises for a model.
+A slot is one call: a reference model with `samples: k` has k slots, labelled `#1`..`#k`.
+Every outcome is a `ReferenceAnswer`: an exception or a timeout becomes `failed`, a `moa`
+provider is `skipped` without a call, an empty answer is marked. Nothing here raises for a
+model.
 """
 
 from __future__ import annotations
@@ -11,107 +14,239 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar
 
 from langchain_core.callbacks import Callbacks
-from langchain_core.messages import BaseMessage, SystemMessage
+from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from moa_graph import prompts
-from moa_graph.config import ModelSpec
+from moa_graph.config import ModelSpec, Preset
 from moa_graph.events import emit
+from moa_graph.guidance import quote_reference
 from moa_graph.models import PresetModels, reference_config
+from moa_graph.privacy import model_text, redact
 from moa_graph.providers import scrub_secrets
-from moa_graph.state import ReferenceAnswer
+from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
 from moa_graph.usage import Usage, add_usage, call_usage
 
 __all__ = [
+    "Advice",
+    "Outcome",
+    "Slot",
+    "acall_panel",
     "acall_reference",
-    "acall_references",
+    "call_panel",
     "call_reference",
-    "call_references",
     "describe_error",
     "enabled_slots",
+    "layer_tasks",
+    "reference_slots",
 ]
 
 _MAX_ERROR_CHARS = 300
 _MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
+_T = TypeVar("_T")
+Status = Literal["ok", "failed", "skipped"]
 
 
 class ReferenceProtocolError(Exception):
     """A reference replied, but not with advice (for instance with a tool call)."""
 
 
-def enabled_slots(models: PresetModels) -> list[int]:
-    """Indexes of the reference slots to run this turn (none for a disabled preset)."""
-    preset = models.preset
-    if not preset.enabled:
+@dataclass(frozen=True)
+class Slot:
+    """One reference call of a fan-out."""
+
+    index: int
+    """Position among the preset's slots (`ReferenceAnswer.index`)."""
+    model_index: int
+    """Position of its model in `reference_models`."""
+    spec: ModelSpec
+    label: str
+
+
+@dataclass
+class Outcome:
+    """What one slot produced.
+
+    The answer is what people see; `raw` is the original text when the privacy filter
+    redacted what people see.
+    """
+
+    answer: ReferenceAnswer
+    usage: Usage | None
+    raw: str | None = None
+
+
+@dataclass
+class Advice:
+    """A whole panel's work for one user turn (or step): every layer's answers."""
+
+    answers: list[ReferenceAnswer] = field(default_factory=list)
+    usage: Usage | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+
+    def add(self, outcomes: Sequence[Outcome]) -> None:
+        """Take in one layer's outcomes, in preset order."""
+        for outcome in sorted(outcomes, key=lambda o: o.answer["index"]):
+            self.answers.append(outcome.answer)
+            if outcome.usage is not None:
+                self.usage = add_usage(self.usage, outcome.usage)
+            if outcome.raw is not None:
+                self.raw[_raw_key(outcome.answer)] = outcome.raw
+
+
+def reference_slots(preset: Preset) -> list[Slot]:
+    """Every slot of the preset, disabled models included, in preset order."""
+    slots: list[Slot] = []
+    for model_index, spec in enumerate(preset.reference_models):
+        for sample in range(1, spec.samples + 1):
+            label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
+            slots.append(Slot(len(slots), model_index, spec, label))
+    return slots
+
+
+def enabled_slots(models: PresetModels) -> list[Slot]:
+    """The slots to run in a fan-out (none for a disabled preset)."""
+    if not models.preset.enabled:
         return []
-    return [i for i, spec in enumerate(preset.reference_models) if spec.enabled]
+    return [slot for slot in reference_slots(models.preset) if slot.spec.enabled]
+
+
+def layer_tasks(
+    models: PresetModels,
+    view: list[BaseMessage],
+    *,
+    layer: int = 1,
+    previous: list[tuple[str, str]] | None = None,
+) -> list[ReferenceTask]:
+    """One task per enabled slot for a fan-out of `layer`, sharing `view` and one deadline."""
+    deadline = models.preset.references_deadline_s
+    deadline_at = time.time() + deadline if deadline is not None else None
+    return [
+        ReferenceTask(
+            index=slot.index,
+            view=view,
+            layer=layer,
+            previous=previous or [],
+            deadline_at=deadline_at,
+        )
+        for slot in enabled_slots(models)
+    ]
 
 
 def call_reference(
-    models: PresetModels, index: int, view: Sequence[BaseMessage], *, callbacks: Callbacks = None
-) -> tuple[ReferenceAnswer, Usage | None]:
-    """Run reference slot `index` on the trimmed `view` (sync)."""
-    spec = models.preset.reference_models[index]
-    if spec.provider == "moa":
-        return _finish(_skipped(index, spec), None)
-    _started(index, spec)
+    models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
+) -> Outcome:
+    """Run one slot (sync). A timeout stops the wait; the abandoned call ends on its own."""
+    slot, layer = reference_slots(models.preset)[task["index"]], task.get("layer", 1)
+    if slot.spec.provider == "moa":
+        return _finish(models, _skipped(slot, layer), None)
+    _started(slot, layer)
+    limit = _limit(models.preset, slot, task)
     started = time.perf_counter()
     try:
-        model = models.reference(index)
+        model = models.reference(slot.model_index)
         started = time.perf_counter()  # the call's latency, not the client's construction
-        reply = model.invoke(_advisor_input(view), config=_config(index, spec, callbacks))
+        messages, config = _advisor_input(task), _config(slot, layer, callbacks)
+        reply = _within(limit, lambda: model.invoke(messages, config=config))
+    except _Timeout as timeout:
+        timed_out = _timed_out(slot, layer, timeout.seconds, started)
+        return _finish(models, timed_out, call_usage("reference", slot.spec, None))
     except Exception as exc:
-        return _finish(_failed(index, spec, exc, started), call_usage("reference", spec, None))
-    return _finish(_answered(index, spec, reply, started), call_usage("reference", spec, reply))
+        failed = _failed(slot, layer, exc, started)
+        return _finish(models, failed, call_usage("reference", slot.spec, None))
+    return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
 async def acall_reference(
-    models: PresetModels, index: int, view: Sequence[BaseMessage], *, callbacks: Callbacks = None
-) -> tuple[ReferenceAnswer, Usage | None]:
-    """Run reference slot `index` on the trimmed `view` (async)."""
-    spec = models.preset.reference_models[index]
-    if spec.provider == "moa":
-        return _finish(_skipped(index, spec), None)
-    _started(index, spec)
+    models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
+) -> Outcome:
+    """Run one slot (async). A timeout cancels the request."""
+    slot, layer = reference_slots(models.preset)[task["index"]], task.get("layer", 1)
+    if slot.spec.provider == "moa":
+        return _finish(models, _skipped(slot, layer), None)
+    _started(slot, layer)
+    limit = _limit(models.preset, slot, task)
     started = time.perf_counter()
     try:
-        model = models.reference(index)
+        model = models.reference(slot.model_index)
         started = time.perf_counter()
-        reply = await model.ainvoke(_advisor_input(view), config=_config(index, spec, callbacks))
+        call = model.ainvoke(_advisor_input(task), config=_config(slot, layer, callbacks))
+        if limit is None:
+            reply = await call
+        else:
+            try:
+                reply = await asyncio.wait_for(call, timeout=max(limit[0], 0))
+            except TimeoutError:
+                raise _Timeout(limit[1]) from None
+    except _Timeout as timeout:
+        timed_out = _timed_out(slot, layer, timeout.seconds, started)
+        return _finish(models, timed_out, call_usage("reference", slot.spec, None))
     except Exception as exc:
-        return _finish(_failed(index, spec, exc, started), call_usage("reference", spec, None))
-    return _finish(_answered(index, spec, reply, started), call_usage("reference", spec, reply))
+        failed = _failed(slot, layer, exc, started)
+        return _finish(models, failed, call_usage("reference", slot.spec, None))
+    return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
-def call_references(
-    models: PresetModels, view: Sequence[BaseMessage], *, callbacks: Callbacks = None
-) -> tuple[list[ReferenceAnswer], Usage | None]:
-    """Run every enabled slot concurrently in threads; answers come back in preset order."""
-    slots = enabled_slots(models)
-    if not slots:
-        return [], None
-    # ContextThreadPoolExecutor carries the caller's context (LangGraph's stream writer).
-    with ContextThreadPoolExecutor(max_workers=len(slots)) as pool:
-        results = list(
-            pool.map(lambda i: call_reference(models, i, view, callbacks=callbacks), slots)
+def call_panel(
+    models: PresetModels, view: list[BaseMessage], *, callbacks: Callbacks = None
+) -> Advice:
+    """Run every layer of the panel, each layer's slots concurrently in threads."""
+    advice = Advice()
+    previous: list[tuple[str, str]] = []
+    for layer in range(1, models.preset.layers + 1):
+        tasks = layer_tasks(models, view, layer=layer, previous=previous)
+        if not tasks:
+            break
+        # ContextThreadPoolExecutor carries the caller's context (LangGraph's stream writer).
+        with ContextThreadPoolExecutor(max_workers=len(tasks)) as pool:
+            outcomes = list(
+                pool.map(lambda t: call_reference(models, t, callbacks=callbacks), tasks)
+            )
+        advice.add(outcomes)
+        previous = answered(outcomes, advice.raw)
+        if not previous:
+            break
+    return advice
+
+
+async def acall_panel(
+    models: PresetModels, view: list[BaseMessage], *, callbacks: Callbacks = None
+) -> Advice:
+    """Run every layer of the panel, each layer's slots concurrently as tasks."""
+    advice = Advice()
+    previous: list[tuple[str, str]] = []
+    for layer in range(1, models.preset.layers + 1):
+        tasks = layer_tasks(models, view, layer=layer, previous=previous)
+        if not tasks:
+            break
+        outcomes = await asyncio.gather(
+            *(acall_reference(models, t, callbacks=callbacks) for t in tasks)
         )
-    return _collect(results)
+        advice.add(outcomes)
+        previous = answered(outcomes, advice.raw)
+        if not previous:
+            break
+    return advice
 
 
-async def acall_references(
-    models: PresetModels, view: Sequence[BaseMessage], *, callbacks: Callbacks = None
-) -> tuple[list[ReferenceAnswer], Usage | None]:
-    """Run every enabled slot concurrently as tasks; answers come back in preset order."""
-    slots = enabled_slots(models)
-    results = await asyncio.gather(
-        *(acall_reference(models, i, view, callbacks=callbacks) for i in slots)
-    )
-    return _collect(list(results))
+def answered(
+    outcomes: Sequence[Outcome | ReferenceAnswer], raw: dict[str, str] | None
+) -> list[tuple[str, str]]:
+    """(label, text models read) of the successful answers, in preset order."""
+    answers = [o.answer if isinstance(o, Outcome) else o for o in outcomes]
+    return [
+        (a["label"], model_text(a, raw))
+        for a in sorted(answers, key=lambda a: a["index"])
+        if a["status"] == "ok"
+    ]
 
 
 def describe_error(exc: BaseException) -> str:
@@ -129,40 +264,71 @@ def describe_error(exc: BaseException) -> str:
     return scrub_secrets(described)
 
 
-def _collect(
-    results: list[tuple[ReferenceAnswer, Usage | None]],
-) -> tuple[list[ReferenceAnswer], Usage | None]:
-    usage: Usage | None = None
-    for _, call in results:
-        if call is not None:
-            usage = add_usage(usage, call)
-    return sorted((answer for answer, _ in results), key=lambda a: a["index"]), usage
+class _Timeout(Exception):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
-def _config(index: int, spec: ModelSpec, callbacks: Callbacks) -> RunnableConfig:
-    config = reference_config(index, spec)
+def _limit(preset: Preset, slot: Slot, task: ReferenceTask) -> tuple[float, float] | None:
+    """(seconds left, the limit to report) under the slot's timeout and the fan-out deadline."""
+    limits: list[tuple[float, float]] = []
+    if slot.spec.reference_timeout_s is not None:
+        timeout = slot.spec.reference_timeout_s
+        limits.append((timeout, timeout))
+    deadline_at = task.get("deadline_at")
+    if deadline_at is not None and preset.references_deadline_s is not None:
+        limits.append((deadline_at - time.time(), preset.references_deadline_s))
+    return min(limits) if limits else None
+
+
+def _within(limit: tuple[float, float] | None, call: Callable[[], _T]) -> _T:
+    if limit is None:
+        return call()
+    if limit[0] <= 0:
+        raise _Timeout(limit[1])
+    pool = ContextThreadPoolExecutor(max_workers=1)
+    try:
+        return pool.submit(call).result(timeout=limit[0])
+    except FutureTimeout:
+        raise _Timeout(limit[1]) from None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:
+    config = reference_config(slot.index, slot.spec, label=slot.label, layer=layer)
     if callbacks is not None:
         config["callbacks"] = callbacks
     return config
 
 
-def _advisor_input(view: Sequence[BaseMessage]) -> list[BaseMessage]:
-    return [SystemMessage(content=prompts.REFERENCE_SYSTEM_PROMPT), *view]
+def _advisor_input(task: ReferenceTask) -> list[BaseMessage]:
+    messages: list[BaseMessage] = [SystemMessage(content=prompts.REFERENCE_SYSTEM_PROMPT)]
+    messages += task["view"]
+    previous = task.get("previous")
+    if previous:
+        answers = "\n\n".join(
+            prompts.LAYER_ANSWER.format(label=label, text=quote_reference(text))
+            for label, text in previous
+        )
+        messages.append(HumanMessage(content=prompts.LAYER_PROMPT.format(answers=answers)))
+    return messages
 
 
-def _started(index: int, spec: ModelSpec) -> None:
+def _started(slot: Slot, layer: int) -> None:
     emit(
         {
             "type": "moa_reference",
-            "index": index,
-            "label": spec.label,
+            "index": slot.index,
+            "label": slot.label,
             "status": "running",
             "latency_ms": None,
+            "layer": layer,
         }
     )
 
 
-def _finish(answer: ReferenceAnswer, usage: Usage | None) -> tuple[ReferenceAnswer, Usage | None]:
+def _finish(models: PresetModels, answer: ReferenceAnswer, usage: Usage | None) -> Outcome:
     emit(
         {
             "type": "moa_reference",
@@ -170,48 +336,65 @@ def _finish(answer: ReferenceAnswer, usage: Usage | None) -> tuple[ReferenceAnsw
             "label": answer["label"],
             "status": answer["status"],
             "latency_ms": answer.get("latency_ms"),
+            "layer": answer.get("layer", 1),
         }
     )
-    return answer, usage
+    policy = models.preset.privacy_filter
+    if policy == "off":
+        return Outcome(answer, usage)
+    original = answer["text"]
+    answer["text"] = redact(original)
+    keep = policy == "display" and answer["text"] != original
+    return Outcome(answer, usage, original if keep else None)
+
+
+def _usage(slot: Slot, reply: BaseMessage) -> Usage:
+    return call_usage("reference", slot.spec, reply)
+
+
+def _raw_key(answer: ReferenceAnswer) -> str:
+    return f"{answer.get('layer', 1)}:{answer['index']}"
 
 
 def _elapsed_ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 1)
 
 
-def _answered(index: int, spec: ModelSpec, reply: BaseMessage, started: float) -> ReferenceAnswer:
+def _answer(slot: Slot, layer: int, status: Status, text: str) -> ReferenceAnswer:
+    return ReferenceAnswer(
+        index=slot.index, label=slot.label, layer=layer, status=status, text=text
+    )
+
+
+def _answered(slot: Slot, layer: int, reply: BaseMessage, started: float) -> ReferenceAnswer:
     text = message_text(reply)
     if not text and (
         getattr(reply, "tool_calls", None) or getattr(reply, "invalid_tool_calls", None)
     ):
         # References are called without tools; a tool call instead of advice is no answer.
         error = ReferenceProtocolError("answered with a tool call instead of advice")
-        return _failed(index, spec, error, started)
-    answer = ReferenceAnswer(
-        index=index,
-        label=spec.label,
-        status="ok",
-        text=text or prompts.EMPTY_REFERENCE,
-        latency_ms=_elapsed_ms(started),
-    )
+        return _failed(slot, layer, error, started)
+    answer = _answer(slot, layer, "ok", text or prompts.EMPTY_REFERENCE)
+    answer["latency_ms"] = _elapsed_ms(started)
     usage = getattr(reply, "usage_metadata", None)
     if usage:
         answer["usage"] = dict(usage)
     return answer
 
 
-def _failed(index: int, spec: ModelSpec, exc: Exception, started: float) -> ReferenceAnswer:
-    return ReferenceAnswer(
-        index=index,
-        label=spec.label,
-        status="failed",
-        text=f"[failed: {describe_error(exc)}]",
-        latency_ms=_elapsed_ms(started),
-        error_type=type(exc).__name__,
-    )
+def _failed(slot: Slot, layer: int, exc: Exception, started: float) -> ReferenceAnswer:
+    answer = _answer(slot, layer, "failed", f"[failed: {describe_error(exc)}]")
+    answer["latency_ms"] = _elapsed_ms(started)
+    answer["error_type"] = type(exc).__name__
+    return answer
 
 
-def _skipped(index: int, spec: ModelSpec) -> ReferenceAnswer:
-    return ReferenceAnswer(
-        index=index, label=spec.label, status="skipped", text=prompts.RECURSION_SKIPPED
-    )
+def _timed_out(slot: Slot, layer: int, seconds: float, started: float) -> ReferenceAnswer:
+    answer = _answer(slot, layer, "failed", prompts.TIMED_OUT.format(seconds=seconds))
+    answer["latency_ms"] = _elapsed_ms(started)
+    answer["error_type"] = "TimeoutError"
+    return answer
+
+
+def _skipped(slot: Slot, layer: int) -> ReferenceAnswer:
+    return _answer(slot, layer, "skipped", prompts.RECURSION_SKIPPED)

@@ -19,9 +19,11 @@ class ReferenceAnswer(TypedDict):
     """One reference model's answer for the current turn (an item of `references`)."""
 
     index: int
-    """0-based position of the model in the preset's `reference_models`."""
+    """0-based slot position in the preset (a reference with `samples: k` has k slots)."""
     label: str
-    """`provider:model`."""
+    """`provider:model`, or `provider:model#k` for the k-th of several samples."""
+    layer: NotRequired[int]
+    """1 for the first fan-out of the turn; k for the k-th layer of a multi-layer preset."""
     status: Literal["ok", "failed", "skipped"]
     text: str
     """The answer; `[failed: Type: message]` or a skip notice when it did not answer."""
@@ -40,6 +42,11 @@ def _collect(
     return [] if update is None else current + update
 
 
+def _merge_raw(current: dict[str, str], update: dict[str, str] | None) -> dict[str, str]:
+    """Reducer of `reference_raw`: `None` starts afresh, a mapping is merged in."""
+    return {} if update is None else {**current, **update}
+
+
 class MoAState(TypedDict):
     """State of the MoA graph; a parent graph that shares `messages` can embed it as a node."""
 
@@ -54,6 +61,13 @@ class MoAState(TypedDict):
     """Id of the human message whose references already ran: the once-per-turn marker."""
     reference_results: NotRequired[Annotated[list[ReferenceAnswer], _collect]]
     """Answers as the parallel `reference` tasks return them; `join` orders them."""
+    reference_layers: NotRequired[int]
+    """How many layers this turn's fan-out runs (the preset's `layers`)."""
+    reference_step: NotRequired[int]
+    """The aggregator step (1-based, within the turn) the current references were made for."""
+    reference_raw: NotRequired[Annotated[dict[str, str], _merge_raw]]
+    """With `privacy_filter: display`: the unredacted texts the models read, by
+    `"<layer>:<index>"`; `references` holds what people see."""
 
 
 class ReferenceTask(TypedDict):
@@ -62,3 +76,9 @@ class ReferenceTask(TypedDict):
     index: int
     view: list[BaseMessage]
     """The trimmed conversation, shared by every task of the turn."""
+    layer: NotRequired[int]
+    """Which layer this task belongs to (default 1)."""
+    previous: NotRequired[list[tuple[str, str]]]
+    """Layer k > 1: the previous layer's successful answers, as (label, text)."""
+    deadline_at: NotRequired[float | None]
+    """Wall-clock time (`time.time()`) after which the task gives up."""

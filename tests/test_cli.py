@@ -141,9 +141,11 @@ def test_graph_prints_mermaid_with_the_five_nodes(config_file):
         "fan_out -.-> reference",
         "fan_out -.-> aggregator",
         "reference --> join",
-        "join --> aggregator",
+        "join -.-> aggregator",
+        "join -.-> reference",  # the next layer of a multi-layer preset
         "aggregator -.-> tools",
-        "tools --> aggregator",
+        "tools -.-> aggregator",
+        "tools -.-> fan_out",  # fan-out schedules that re-run references mid-turn
     ):
         assert edge in result.stdout
 

@@ -56,6 +56,7 @@ async def test_custom_events_mark_each_reference_and_each_aggregator_step(stub):
             "label": label,
             "status": "running",
             "latency_ms": None,
+            "layer": 1,
         }
         assert end["status"] == "ok" and end["latency_ms"] >= 50
     aggregator = [e for e in events if e["type"] == "moa_aggregator"]

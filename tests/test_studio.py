@@ -262,9 +262,11 @@ def test_the_server_lists_the_moa_graph_and_its_context_fields(studio):
     assert {
         ("fan_out", "reference", True),
         ("reference", "join", False),
-        ("join", "aggregator", False),
+        ("join", "aggregator", True),
+        ("join", "reference", True),
         ("aggregator", "tools", True),
-        ("tools", "aggregator", False),
+        ("tools", "aggregator", True),
+        ("tools", "fan_out", True),
     } <= edges
     schemas = client.assistants.get_schemas(assistant)
     context = schemas["context_schema"]["properties"]
