@@ -90,6 +90,7 @@ def test_a_faulty_reference_is_isolated_with_a_readable_reason(stub, fault):
         ("read timeout", 3),
         ("malformed json", 1),
         ("no choices", 1),
+        ("bad tool args", 1),
     ],
 )
 def test_a_faulty_aggregator_is_retried_then_fails_typed_and_resumable(stub, fault, requests):
