@@ -1,9 +1,11 @@
 """`build_moa_graph`: a MoA preset as a LangGraph `StateGraph` (and `build_studio_graph`).
 
-    START -> fan_out -> reference (one Send per reference, in parallel) -> join -> aggregator
+    START -> fan_out -> reference (one Send per slot, in parallel) -> join -> aggregator
+    join -> reference (the next layer, for presets with `layers` > 1)
     aggregator -> tools -> aggregator (until the aggregator answers) -> END
+    tools -> fan_out (instead, for `fanout: every_step | every_n:N`)
 
-References run once per user turn; the tool loop returns to `aggregator`, not `fan_out`.
+By default references run once per user turn and the tool loop returns to `aggregator`.
 Both builders make this same graph; they differ in where the preset comes from: fixed when
 the graph is built, or named by each run's `MoAContext` (what Studio shows and edits).
 """
