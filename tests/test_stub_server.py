@@ -298,6 +298,32 @@ def test_status_fault_with_times_fails_the_first_call_then_succeeds() -> None:
         assert str(llm.invoke("x").content).startswith("[flaky]")
 
 
+def test_rate_fault_fails_a_seeded_share_of_requests_the_same_way_each_run() -> None:
+    def failures(seed: int) -> list[int]:
+        fault = {"kind": "status", "status": 503, "rate": 0.2}
+        with StubServer(models={"m": {"fault": fault}}, seed=seed) as url, httpx.Client() as client:
+            statuses = [
+                client.post(f"{url}/chat/completions", json=_body("m", f"q{i}")).status_code
+                for i in range(200)
+            ]
+        assert set(statuses) == {200, 503}
+        return [i for i, status in enumerate(statuses) if status == 503]
+
+    first = failures(seed=1)
+    assert 20 <= len(first) <= 60  # 200 draws at 20%: 40 expected
+    assert failures(seed=1) == first
+    assert failures(seed=2) != first
+
+
+def test_rate_fault_with_times_fails_at_most_that_many_requests() -> None:
+    fault = {"kind": "status", "rate": 0.5, "times": 3}
+    with StubServer(models={"m": {"fault": fault}}) as url, httpx.Client() as client:
+        statuses = [
+            client.post(f"{url}/chat/completions", json=_body("m")).status_code for _ in range(40)
+        ]
+    assert statuses.count(500) == 3
+
+
 def test_status_fault_429_sends_retry_after() -> None:
     fault = {"kind": "status", "status": 429, "retry_after": 2}
     with StubServer(models={"limited": {"fault": fault}}) as url:

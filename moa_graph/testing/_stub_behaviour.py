@@ -74,6 +74,10 @@ class Fault(BaseModel):
     """Seconds sent in a `Retry-After` header with `kind="status"`; no header when `None`."""
     times: int | None = Field(default=None, ge=0)
     """Fail only the first N requests for the model, then answer normally; `None` = always."""
+    rate: float | None = Field(default=None, ge=0, le=1)
+    """Fail each request with this probability (`0.05`: about 5 in 100), drawn from an RNG
+    per model seeded by the server's `seed`, so each model fails the same requests of its
+    sequence on every run; `None` = every request. With `times`, at most N requests fail."""
     hang_s: float = Field(default=3600.0, ge=0)
     """For `kind="hang"`: how long to sleep before answering (a client timeout should fire)."""
 
@@ -458,6 +462,8 @@ class StubState:
         self._counts: Counter[str] = Counter()
         self._disconnects: Counter[str] = Counter()
         self._faults_used: Counter[str] = Counter()
+        self._seed = seed
+        self._fault_draws: dict[str, random.Random] = {}
         self._records: dict[str, deque[tuple[int, dict[str, Any]]]] = {}
         self._sequence = itertools.count(1)
         self.configure(models or {}, default=default)
@@ -479,9 +485,10 @@ class StubState:
             self._models.update(parsed)
             if parsed_default is not None or replace:
                 self._default = parsed_default
-            # A newly configured fault starts its `times` budget afresh.
+            # A newly configured fault starts its `times` budget and `rate` sequence afresh.
             for name in parsed:
                 self._faults_used.pop(name, None)
+                self._fault_draws.pop(name, None)
 
     def model_names(self) -> list[str]:
         """Configured model names, in the order they were first configured."""
@@ -498,14 +505,22 @@ class StubState:
             self._records.setdefault(model, deque(maxlen=RECORD_LIMIT)).append((number, body))
             behaviour = self._models.get(model) or self._default or ModelBehaviour()
             fault = behaviour.fault
-            if fault is not None and fault.times is not None:
-                if self._faults_used[model] >= fault.times:
-                    fault = None
-                else:
-                    self._faults_used[model] += 1
+            if fault is not None and not self._fault_due(model, fault):
+                fault = None
             latency = behaviour.latency
             delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
         return number, behaviour, fault, delay
+
+    def _fault_due(self, model: str, fault: Fault) -> bool:
+        """Whether this request of `model` fails, within `times` and by `rate` (lock held)."""
+        if fault.times is not None and self._faults_used[model] >= fault.times:
+            return False
+        if fault.rate is not None:
+            draws = self._fault_draws.setdefault(model, random.Random(f"{self._seed}:{model}"))
+            if draws.random() >= fault.rate:
+                return False
+        self._faults_used[model] += 1
+        return True
 
     def stats(self) -> dict[str, int]:
         """Requests received per model name."""
@@ -533,11 +548,12 @@ class StubState:
         return [body for _, body in merged]
 
     def reset(self) -> None:
-        """Forget counts, recorded bodies and used fault budgets (not the behaviours)."""
+        """Forget counts, recorded bodies, used fault budgets and `rate` draws (not behaviours)."""
         with self._lock:
             self._counts.clear()
             self._disconnects.clear()
             self._faults_used.clear()
+            self._fault_draws.clear()
             self._records.clear()
 
 

@@ -4,8 +4,9 @@
 `POST /v1/chat/completions` (plain and streamed, with tool calls) deterministically, so the real
 `langchain_openai.ChatOpenAI` client can talk to it with any API key. Per model name it can add
 latency, return a fixed reply, or inject faults (error status, dropped connection, hang, broken
-body, cut stream, empty choices, invalid tool arguments). `serve` runs the same server in the
-current event loop until cancelled, for `moa-graph stub-server`.
+body, cut stream, empty choices, invalid tool arguments): on every request, on the first N, or
+on a seeded random share of them (`rate`). `serve` runs the same server in the current event
+loop until cancelled, for `moa-graph stub-server`.
 
 Example:
     >>> with StubServer(models={"slow": {"latency": 0.2}}) as url:  # doctest: +SKIP
@@ -323,7 +324,8 @@ class StubServer:
         default: Behaviour for model names not in `models`; else the plain default behaviour.
         host: Interface to bind; loopback by default.
         port: TCP port; `0` picks a free one (read it back from `url`).
-        seed: Seed of the RNG that draws `(lo, hi)` latencies.
+        seed: Seed of the RNG that draws `(lo, hi)` latencies, and of the per-model draws of
+            `rate` faults.
     """
 
     def __init__(
@@ -483,7 +485,7 @@ async def serve(
         port: TCP port; `0` picks a free one (reported through `on_ready`).
         models: Behaviour per model name.
         default: Behaviour for model names not in `models`.
-        seed: Seed of the latency RNG.
+        seed: Seed of the latency RNG and of the `rate` fault draws.
         on_ready: Called once with the base URL (including `/v1`) when the server listens.
     """
     state = StubState(models=models, default=default, seed=seed)
