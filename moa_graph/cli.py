@@ -15,21 +15,27 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import Any, NoReturn
 
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
+from langchain_core.runnables import RunnableConfig
 from rich.console import Console
-from rich.live import Live
 from rich.table import Table
-from rich.text import Text
 
 from moa_graph.config import CONFIG_ENV_VAR, MoAConfig, Preset, config_file, load_config
 from moa_graph.errors import ConfigError, MoAAggregatorError
 from moa_graph.graph import build_moa_graph
+from moa_graph.persistence import (
+    CHECKPOINT_URL_ENV_VAR,
+    ThreadSummary,
+    checkpoint_url,
+    list_threads,
+    new_thread_id,
+    open_checkpointer,
+)
 from moa_graph.providers import missing_api_keys
 from moa_graph.resolvers import configured_tools
-from moa_graph.trimming import message_text
-from moa_graph.usage import Usage, add_usage, format_usage
+from moa_graph.terminal import stream_turn, turn_summary
+from moa_graph.usage import format_usage
 
 __all__ = ["main"]
 
@@ -61,6 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         err.print(f"{_PROG}: interrupted", markup=False)
         return 130
+    except BrokenPipeError:  # `moa-graph ... | head`: the reader left; nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except Exception as exc:  # the last line of defence: one line, no traceback
         err.print(f"{_PROG}: error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
         return 1
@@ -70,11 +79,20 @@ def _parser() -> _Parser:
     parser = _Parser(prog=_PROG, description="Mixture-of-Agents presets as LangGraph graphs.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = commands.add_parser("run", help="run one MoA turn with tools")
-    run.add_argument("question")
+    run = commands.add_parser("run", help="run one MoA turn with tools, on a stored thread")
+    run.add_argument("question", nargs="?")
     _config_options(run)
     run.add_argument("--json", action="store_true", help="print the result as JSON")
+    run.add_argument("--thread", help="continue this thread (default: start a new one)")
+    run.add_argument(
+        "--resume", action="store_true", help="finish the thread's interrupted last turn"
+    )
+    _store_option(run)
     run.set_defaults(handler=_cmd_run)
+
+    threads = commands.add_parser("threads", help="list stored threads")
+    _store_option(threads)
+    threads.set_defaults(handler=_cmd_threads)
 
     presets = commands.add_parser("presets", help="list the presets and their models")
     _config_options(presets, preset=False)
@@ -99,6 +117,14 @@ def _parser() -> _Parser:
     dev.add_argument("--no-reload", action="store_true", help="do not reload on code changes")
     dev.set_defaults(handler=_cmd_dev)
     return parser
+
+
+def _store_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint-url",
+        help=f"postgresql://... thread store (default: ${CHECKPOINT_URL_ENV_VAR}, else SQLite "
+        "in the state directory)",
+    )
 
 
 def _config_options(parser: argparse.ArgumentParser, *, preset: bool = True) -> None:
@@ -136,24 +162,63 @@ def _session(args: argparse.Namespace) -> Iterator[MoAConfig]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    if args.question is None and not args.resume:
+        raise _UsageError("a question is required (or --resume to finish a thread's last turn)")
+    if args.resume and not args.thread:
+        raise _UsageError("--resume needs --thread ID")
     with _session(args) as config:
         preset = config.preset(args.preset)
         if not args.offline:
             _require_keys(preset, config)
         tools = configured_tools(config, preset.name)
-        graph = build_moa_graph(preset, tools=tools, config=config).compile()
-        request: Any = {"messages": [("user", args.question)]}
+        builder = build_moa_graph(preset, tools=tools, config=config)
+        return asyncio.run(_run_turn(args, builder, preset))
+
+
+async def _run_turn(args: argparse.Namespace, builder: Any, preset: Preset) -> int:
+    """One turn on a stored thread (new unless --thread), streamed or as JSON."""
+    thread = args.thread or new_thread_id()
+    err = Console(stderr=True, highlight=False)
+    async with open_checkpointer(checkpoint_url(args.checkpoint_url)) as saver:
+        graph = builder.compile(checkpointer=saver)
+        run_config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        request: Any = None if args.resume else {"messages": [("user", args.question)]}
         started = time.perf_counter()
-        if args.json:
-            result = asyncio.run(graph.ainvoke(request))
-            summary = _summary(preset, result, wall_s=time.perf_counter() - started)
-            print(json.dumps(summary, indent=2, ensure_ascii=False))
-        else:
-            usage = asyncio.run(_stream(graph, request, preset))
-            wall = time.perf_counter() - started
-            Console(stderr=True, highlight=False).print(
-                f"[dim]{format_usage(usage)} · {wall:.2f}s[/dim]", soft_wrap=True
-            )
+        try:
+            if args.json:
+                result = await graph.ainvoke(request, run_config)
+                summary = turn_summary(
+                    preset, result, wall_s=time.perf_counter() - started, thread_id=thread
+                )
+                print(json.dumps(summary, indent=2, ensure_ascii=False))
+                return 0
+            if not args.thread:
+                err.print(f"[dim]new thread {thread}[/dim]")
+            usage = await stream_turn(graph, request, run_config, preset)
+        except MoAAggregatorError as exc:
+            resume = f"the turn is saved: finish it with --thread {thread} --resume"
+            raise MoAAggregatorError(exc.label, f"{exc.cause}; {resume}") from exc
+    wall = time.perf_counter() - started
+    err.print(f"[dim]{format_usage(usage)} · {wall:.2f}s · thread {thread}[/dim]", soft_wrap=True)
+    return 0
+
+
+def _cmd_threads(args: argparse.Namespace) -> int:
+    async def listed() -> list[ThreadSummary]:
+        async with open_checkpointer(checkpoint_url(args.checkpoint_url)) as saver:
+            return await list_threads(saver)
+
+    threads = asyncio.run(listed())
+    if not threads:
+        Console(stderr=True, highlight=False).print("no threads yet", markup=False)
+        return 0
+    table = Table(box=None)
+    for column in ("thread", "last update", "turns"):
+        table.add_column(column)
+    for thread in threads:
+        updated = thread.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        table.add_row(thread.thread_id, updated, str(thread.user_turns))
+    Console(highlight=False).print(table)
     return 0
 
 
@@ -164,116 +229,6 @@ def _require_keys(preset: Preset, config: MoAConfig) -> None:
         raise ConfigError(
             f"{missing[0]} is not set: export it to run preset {preset.name!r}, {_OFFLINE_HINT}"
         )
-
-
-async def _stream(graph: Any, request: Any, preset: Preset) -> Usage | None:
-    """Show the references live on stderr, then stream the aggregator's answer to stdout.
-
-    Returns the turn's usage, summed from the node updates as the graph's reducer does.
-    """
-    err = Console(stderr=True, highlight=False)
-    out = Console(highlight=False)
-    board = _ReferenceBoard(preset)
-    usage: Usage | None = None
-    streamed = False
-    with Live(board.render(), console=err, refresh_per_second=12, transient=False) as live:
-        async for mode, chunk in graph.astream(
-            request, stream_mode=["custom", "messages", "updates"]
-        ):
-            if mode == "custom" and chunk.get("type") == "moa_reference":
-                board.update(chunk)
-                live.update(board.render())
-            elif mode == "custom" and chunk.get("type") == "moa_aggregator":
-                live.stop()  # the references are done; the answer takes over the terminal
-            elif mode == "messages":
-                message, meta = chunk
-                if meta.get("langgraph_node") == "aggregator" and isinstance(
-                    message, AIMessageChunk
-                ):
-                    text = message.text  # unstripped: chunk boundaries carry spaces
-                    if text:
-                        out.print(text, end="", markup=False)
-                        streamed = True
-            elif mode == "updates":
-                for values in chunk.values():
-                    if isinstance(values, dict) and "usage" in values:
-                        usage = add_usage(usage, values["usage"])
-                streamed = _show_step(chunk, err, out, streamed)
-    if streamed:
-        out.print()
-    return usage
-
-
-def _show_step(update: dict[str, Any], err: Console, out: Console, streamed: bool) -> bool:
-    """Print tool calls and results; print a final answer the model did not stream."""
-    for node, values in update.items():
-        for message in (values or {}).get("messages", []) if isinstance(values, dict) else []:
-            if isinstance(message, AIMessage) and message.tool_calls:
-                for call in message.tool_calls:
-                    args = ", ".join(f"{k}={v!r}" for k, v in call["args"].items())
-                    err.print(f"→ {call['name']}({args})", markup=False)
-                streamed = False
-            elif isinstance(message, ToolMessage):
-                err.print(f"← {message_text(message)}", markup=False)
-            elif node == "aggregator" and isinstance(message, AIMessage) and not streamed:
-                out.print(message_text(message), markup=False)
-    return streamed
-
-
-class _ReferenceBoard:
-    """The live table of references: running, done with latency, failed or skipped."""
-
-    _STYLE: ClassVar[dict[str, str]] = {
-        "running": "yellow",
-        "ok": "green",
-        "failed": "red",
-        "skipped": "dim",
-    }
-
-    def __init__(self, preset: Preset) -> None:
-        self.preset = preset
-        self.rows: dict[int, dict[str, Any]] = {}
-
-    def update(self, event: dict[str, Any]) -> None:
-        self.rows[event["index"]] = event
-
-    def render(self) -> Table:
-        table = Table(title=f"MoA preset {self.preset.name}", title_justify="left", box=None)
-        table.add_column("#", justify="right")
-        table.add_column("reference")
-        table.add_column("status")
-        for index in sorted(self.rows):
-            row = self.rows[index]
-            status = row["status"]
-            shown = "done" if status == "ok" else status
-            if row.get("latency_ms") is not None:
-                shown += f" in {row['latency_ms'] / 1000:.2f}s"
-            table.add_row(
-                str(index + 1), row["label"], Text(shown, style=self._STYLE.get(status, ""))
-            )
-        table.caption = f"aggregator: {self.preset.aggregator.label}"
-        table.caption_justify = "left"
-        return table
-
-
-def _summary(preset: Preset, result: dict[str, Any], *, wall_s: float) -> dict[str, Any]:
-    messages: list[BaseMessage] = result["messages"]
-    results = {m.tool_call_id: message_text(m) for m in messages if isinstance(m, ToolMessage)}
-    tool_calls = [
-        {"name": call["name"], "args": call["args"], "result": results.get(call["id"] or "")}
-        for m in messages
-        if isinstance(m, AIMessage)
-        for call in m.tool_calls
-    ]
-    return {
-        "preset": preset.name,
-        "aggregator": preset.aggregator.label,
-        "answer": message_text(messages[-1]),
-        "references": result.get("references", []),
-        "tool_calls": tool_calls,
-        "usage": result.get("usage"),
-        "wall_s": round(wall_s, 3),
-    }
 
 
 # -- presets, graph, stub-server -------------------------------------------------------------

@@ -21,8 +21,10 @@ class MoAAggregatorError(RuntimeError):
 
     Attributes:
         label: The aggregator's `provider:model` label.
+        cause: What went wrong, `Type: message`.
     """
 
     def __init__(self, label: str, cause: str) -> None:
         super().__init__(f"aggregator {label} failed: {cause}")
         self.label = label
+        self.cause = cause

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import urllib.request
 
@@ -27,9 +28,14 @@ moa:
 """
 
 
+_STATE = tempfile.mkdtemp(prefix="moa-cli-state-")
+
+
 def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     base.pop("MOA_GRAPH_CONFIG", None)
+    base.pop("MOA_GRAPH_CHECKPOINT_URL", None)
+    base["XDG_STATE_HOME"] = _STATE  # never the developer's own thread store
     return subprocess.run(
         [sys.executable, "-m", "moa_graph.cli", *args],
         capture_output=True,
@@ -174,3 +180,72 @@ def test_dev_reports_a_broken_config_before_starting_the_server(tmp_path):
     absent = tmp_path / "absent.yaml"
     line = _one_error_line(_cli("dev", "--config", str(absent), "--port", "1"))
     assert line == f"moa-graph: error: {absent}: config file not found"
+
+
+def test_a_thread_continues_across_runs_on_each_store(store):
+    first = _cli("run", "--offline", "--json", "--checkpoint-url", store.url, "What is 17 * 23?")
+    assert first.returncode == 0, first.stderr
+    thread = json.loads(first.stdout)["thread_id"]
+    second = _cli(
+        "run",
+        "--offline",
+        "--json",
+        "--checkpoint-url",
+        store.url,
+        "--thread",
+        thread,
+        "And what is 6 * 7?",
+    )
+    assert second.returncode == 0, second.stderr
+    summary = json.loads(second.stdout)
+    assert summary["thread_id"] == thread
+    assert "42" in summary["answer"]
+    assert [c["result"] for c in summary["tool_calls"]] == ["42"]  # this turn's only
+
+    listed = _cli("threads", "--checkpoint-url", store.url)
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line for line in listed.stdout.splitlines() if thread in line]
+    assert row.split()[-1] == "2"  # two user turns
+
+
+def test_without_a_thread_a_new_one_is_started_and_named(tmp_path):
+    state = {"XDG_STATE_HOME": str(tmp_path)}
+    result = _cli("run", "--offline", "What is 17 * 23?", env=state)
+    assert result.returncode == 0, result.stderr
+    thread = result.stderr.split("new thread ", 1)[1].split()[0]
+    assert (tmp_path / "moa-graph" / "threads.sqlite").is_file()
+    assert thread in _cli("threads", env=state).stdout
+
+
+def test_a_failed_aggregator_turn_is_saved_and_resumed(stub, tmp_path):
+    config = tmp_path / "moa.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+            moa:
+              providers: {{stub: {{base_url: "{stub.url}"}}}}
+              presets:
+                demo:
+                  reference_models: [{{provider: stub, model: alpha}}]
+                  aggregator: {{provider: stub, model: boss, max_retries: 0}}
+            """),
+        encoding="utf-8",
+    )
+    stub.configure({"boss": {"fault": {"kind": "status", "status": 503, "times": 1}}})
+    state = {"XDG_STATE_HOME": str(tmp_path)}
+    args = ("run", "--config", str(config), "--thread", "t-resume")
+
+    line = _one_error_line(_cli(*args, "--json", "What is 17 * 23?", env=state))
+    assert "aggregator stub:boss failed" in line and "--thread t-resume --resume" in line
+
+    resumed = _cli(*args, "--resume", "--json", env=state)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "391" in json.loads(resumed.stdout)["answer"]
+    assert stub.stats()["alpha"] == 1  # the references' work was kept, not redone
+
+
+def test_an_unreachable_store_is_one_line_without_the_password():
+    line = _one_error_line(
+        _cli("threads", "--checkpoint-url", "postgresql://moa:hunter2@127.0.0.1:1/moa")
+    )
+    assert "cannot open checkpoint database postgresql://moa:***@127.0.0.1:1/moa" in line
+    assert "hunter2" not in line
