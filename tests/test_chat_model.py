@@ -13,7 +13,6 @@ from pydantic import BaseModel
 
 from moa_graph import MoAAggregatorError, MoAChatModel, ModelSpec, Preset, init_moa_model
 from moa_graph.prompts import GUIDANCE_TITLE
-from moa_graph.testing import StubServer
 from moa_graph.tools import calculator
 from tests.fakes import FakeChatModel, FakeModels, tool_call
 
@@ -162,16 +161,6 @@ def test_an_aggregator_failure_is_typed():
 
 
 # -- over HTTP ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def stub():
-    server = StubServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_init_moa_model_reads_like_init_chat_model(stub):

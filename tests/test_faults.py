@@ -10,7 +10,6 @@ from langchain_core.messages import HumanMessage
 from langgraph.checkpoint.memory import InMemorySaver
 
 from moa_graph import MoAAggregatorError, build_moa_graph
-from moa_graph.testing import StubServer
 
 SECRET = "sk-fault-matrix-SENTINEL-4242"
 QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
@@ -26,15 +25,9 @@ FAULTS = {
 }
 
 
-@pytest.fixture
-def stub(monkeypatch):
+@pytest.fixture(autouse=True)
+def _key(monkeypatch):
     monkeypatch.setenv("MOA_FAULT_KEY", SECRET)
-    server = StubServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _config(url: str, *, reference_retries: int = 0, aggregator_timeout: float = 0.5) -> dict:

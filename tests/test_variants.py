@@ -11,22 +11,11 @@ from langchain_core.messages import HumanMessage
 from moa_graph import ConfigError, MoAChatModel, build_moa_graph, load_config
 from moa_graph.prompts import GUIDANCE_STALE, GUIDANCE_TITLE
 from moa_graph.providers import default_model_factory
-from moa_graph.testing import StubServer
 from moa_graph.tools import calculator
 from tests.fakes import FakeChatModel, tool_call
 
 ARITHMETIC = {"messages": [HumanMessage("What is 17 * 23?")]}
 EMAIL = "ada.lovelace@example.org"
-
-
-@pytest.fixture
-def stub():
-    server = StubServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _config(url: str, refs=("alpha", "beta"), **preset) -> dict:
