@@ -8,13 +8,9 @@ key is a hash of the preset and the trimmed view up to the last human message.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
-from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from concurrent.futures import Future
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
 
@@ -33,6 +29,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
+from moa_graph.cache import AdviceCache
 from moa_graph.config import MoAConfig, Preset
 from moa_graph.errors import MoAAggregatorError
 from moa_graph.graph import ConfigSource, resolve_preset
@@ -43,8 +40,6 @@ from moa_graph.references import Advice, acall_panel, call_panel, describe_error
 from moa_graph.trimming import last_human_index, reference_messages
 
 __all__ = ["MoAChatModel", "init_moa_model"]
-
-_Advice = Advice
 
 
 class MoAChatModel(BaseChatModel):
@@ -85,7 +80,7 @@ class MoAChatModel(BaseChatModel):
     _config: MoAConfig | None = PrivateAttr(default=None)
     _default: Preset = PrivateAttr()
     _runtimes: dict[str, PresetModels] = PrivateAttr(default_factory=dict)
-    _cache: _AdviceCache = PrivateAttr()
+    _cache: AdviceCache = PrivateAttr()
 
     @model_validator(mode="after")
     def _resolve(self) -> MoAChatModel:
@@ -94,7 +89,7 @@ class MoAChatModel(BaseChatModel):
         if self.preset is None and self._config is not None:
             preset = self._config.preset()
         self._default = preset
-        self._cache = _AdviceCache(self.reference_cache_size)
+        self._cache = AdviceCache(self.reference_cache_size)
         return self
 
     @property
@@ -301,7 +296,7 @@ class _Call:
         self._kwargs = kwargs
 
     def aggregator(
-        self, messages: list[BaseMessage], advice: _Advice
+        self, messages: list[BaseMessage], advice: Advice
     ) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage], RunnableConfig]:
         """The aggregator with this call's tools, its input (with guidance) and run config."""
         kwargs = dict(self._kwargs)
@@ -362,69 +357,6 @@ def init_moa_model(
     return MoAChatModel(preset=name or None, config=config, **kwargs)
 
 
-class _AdviceCache:
-    """Reference answers per user turn: bounded, and computed once under concurrent calls."""
-
-    def __init__(self, size: int) -> None:
-        self._size = max(size, 1)
-        self._entries: OrderedDict[str, Future[_Advice]] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str, compute: Callable[[], _Advice]) -> tuple[_Advice, bool]:
-        """The advice for `key` and whether it was computed by this call."""
-        while True:
-            future, owner = self._claim(key)
-            if owner:
-                return self._fill(future, compute()), True
-            try:
-                return future.result(), False
-            except Exception:  # the computing call was cancelled; take over
-                continue
-
-    async def aget(
-        self, key: str, compute: Callable[[], Awaitable[_Advice]]
-    ) -> tuple[_Advice, bool]:
-        """Async `get`: waiters do not block the event loop."""
-        while True:
-            future, owner = self._claim(key)
-            if owner:
-                try:
-                    value = await compute()
-                except BaseException:
-                    self._drop(key, future)
-                    raise
-                return self._fill(future, value), True
-            try:
-                return await asyncio.shield(asyncio.wrap_future(future)), False
-            except asyncio.CancelledError:
-                if future.cancelled():
-                    continue
-                raise
-
-    def _claim(self, key: str) -> tuple[Future[_Advice], bool]:
-        with self._lock:
-            future = self._entries.get(key)
-            if future is not None:
-                self._entries.move_to_end(key)
-                return future, False
-            future = Future()
-            self._entries[key] = future
-            while len(self._entries) > self._size:
-                self._entries.popitem(last=False)
-            return future, True
-
-    @staticmethod
-    def _fill(future: Future[_Advice], value: _Advice) -> _Advice:
-        future.set_result(value)
-        return value
-
-    def _drop(self, key: str, future: Future[_Advice]) -> None:
-        with self._lock:
-            if self._entries.get(key) is future:
-                del self._entries[key]
-        future.cancel()
-
-
 def _as_chunk(message: BaseMessage) -> AIMessageChunk:
     if not isinstance(message, AIMessageChunk):
         return AIMessageChunk(**message.model_dump(exclude={"type"}))
@@ -433,9 +365,7 @@ def _as_chunk(message: BaseMessage) -> AIMessageChunk:
     return message
 
 
-def _result(
-    reply: BaseMessage, models: PresetModels, advice: _Advice, computed: bool
-) -> ChatResult:
+def _result(reply: BaseMessage, models: PresetModels, advice: Advice, computed: bool) -> ChatResult:
     message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply.content)
     message.response_metadata = {
         **message.response_metadata,
@@ -444,12 +374,12 @@ def _result(
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _summary_chunk(models: PresetModels, advice: _Advice, computed: bool) -> ChatGenerationChunk:
+def _summary_chunk(models: PresetModels, advice: Advice, computed: bool) -> ChatGenerationChunk:
     metadata = _moa_metadata(models, advice, computed)
     return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))
 
 
-def _moa_metadata(models: PresetModels, advice: _Advice, computed: bool) -> dict[str, Any]:
+def _moa_metadata(models: PresetModels, advice: Advice, computed: bool) -> dict[str, Any]:
     """What this call did, for tracing and accounting.
 
     The aggregator's own tokens are in the message's `usage_metadata`;
