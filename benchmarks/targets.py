@@ -1,0 +1,213 @@
+"""The issue's targets, judged against one run's results: met, missed, pending or reported.
+
+These are printed by the harness and written to the report; they are not timed tests.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+__all__ = ["CPU_LEVEL", "evaluate"]
+
+Status = Literal["met", "missed", "pending", "reported"]
+
+CPU_LEVEL = 100
+"""Concurrency at which client CPU per turn is judged (the largest level up to it)."""
+_OVERHEAD_LIMITS = {8: 0.05, 64: 0.10}
+_THROUGHPUT_SHARE = 0.80
+_CPU_SHARE = 0.60
+_DEADLINE_SLACK = 0.10
+_HEALTHY_SHARE = 0.95
+"""With a deadline, the share of the healthy references (all but the straggler) that must
+still answer: a deadline that meets its latency bound by cutting healthy references off
+has not met the target."""
+_PREFIX_SHARE = 0.95
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target that this run's results can speak to, one row per contender."""
+    targets: list[dict[str, Any]] = []
+    if "fanout" in results:
+        targets += _overhead(results["fanout"])
+    if "concurrency" in results:
+        targets += _throughput(results["concurrency"])
+        targets += _cpu(results["concurrency"])
+        targets += _raw_ratio(results["concurrency"])
+    if "stragglers" in results:
+        targets += _deadline(results["stragglers"])
+    if "prefix" in results:
+        targets += _prefix(results["prefix"])
+    return targets
+
+
+def _row(
+    target: str,
+    contender: str,
+    status: Status,
+    value: str,
+    limit: str,
+    detail: str = "",
+) -> dict[str, Any]:
+    return {
+        "target": target,
+        "contender": contender,
+        "status": status,
+        "value": value,
+        "limit": limit,
+        "detail": detail,
+    }
+
+
+def _judge(ok: bool) -> Status:
+    return "met" if ok else "missed"
+
+
+def _moa(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [row for row in rows if row["family"] == "moa_graph"]
+
+
+def _overhead(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    raw = {r["n_refs"]: r for r in figure["rows"] if r["contender"] == "raw-aiohttp"}
+    for n, limit in _OVERHEAD_LIMITS.items():
+        for row in _moa([r for r in figure["rows"] if r["n_refs"] == n]):
+            detail = f"p50 {_ms(row['p50_s'])} vs floor {_ms(figure['floor_s'])}"
+            if n in raw:
+                detail += f"; raw-aiohttp {_pct(raw[n]['overhead_p50'])}"
+            out.append(
+                _row(
+                    f"overhead over the floor at N={n}",
+                    row["contender"],
+                    _judge(row["overhead_p50"] <= limit),
+                    _pct(row["overhead_p50"]),
+                    f"<= {_pct(limit)}",
+                    detail,
+                )
+            )
+    return out
+
+
+def _top_level(figure: dict[str, Any]) -> int:
+    return int(max(figure["levels"]))
+
+
+def _throughput(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    c = _top_level(figure)
+    out = []
+    for row in _moa([r for r in figure["rows"] if r["concurrency"] == c]):
+        share = row.get("throughput_vs_langchain_floor", math.nan)
+        out.append(
+            _row(
+                f"throughput at C={c} vs hand-gathered ChatOpenAI (same transport), no errors",
+                row["contender"],
+                _judge(share >= _THROUGHPUT_SHARE and row["errors"] == 0),
+                f"{_pct(share)}, {row['errors']} errors",
+                f">= {_pct(_THROUGHPUT_SHARE)}, 0 errors",
+                f"{row['turns_per_s']:.1f} turns/s vs {row.get('langchain_floor')}",
+            )
+        )
+    return out
+
+
+def _cpu(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    c = max((level for level in figure["levels"] if level <= CPU_LEVEL), default=None)
+    if c is None:
+        return []
+    out = []
+    for row in _moa([r for r in figure["rows"] if r["concurrency"] == c]):
+        share = row.get("cpu_vs_chatopenai", math.nan)
+        out.append(
+            _row(
+                f"client CPU per turn at C={c} vs default-transport ChatOpenAI",
+                row["contender"],
+                _judge(share <= _CPU_SHARE),
+                _pct(share),
+                f"<= {_pct(_CPU_SHARE)}",
+                f"{row['cpu_ms_per_turn']:.1f} ms/turn",
+            )
+        )
+    return out
+
+
+def _raw_ratio(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    c = _top_level(figure)
+    out = []
+    for row in _moa([r for r in figure["rows"] if r["concurrency"] == c]):
+        out.append(
+            _row(
+                f"ratio to the raw aiohttp floor at C={c}",
+                row["contender"],
+                "reported",
+                f"throughput {_pct(row.get('throughput_vs_raw', math.nan))}, "
+                f"CPU x{row.get('cpu_vs_raw', math.nan):.1f}",
+                "(reported)",
+            )
+        )
+    return out
+
+
+def _deadline(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    bound = (figure["deadline_s"] + figure["aggregator_s"]) * (1 + _DEADLINE_SLACK)
+    limit = (
+        f"p99 <= {_ms(bound)} (deadline + aggregator + {_pct(_DEADLINE_SLACK)}), "
+        f">= {_pct(_HEALTHY_SHARE)} of healthy references answer"
+    )
+    target = f"p99 with a {_ms(figure['deadline_s'])} references deadline, C={{c}}"
+    out = [
+        _row(
+            target, item["contender"], "pending", "-", limit, "Preset has no references_deadline_s"
+        )
+        for item in figure["pending"]
+    ]
+    for row in _moa(figure["rows"]):
+        if row["deadline_s"] is None:
+            continue
+        healthy = row["healthy_answered_share"]
+        out.append(
+            _row(
+                target.format(c=row["concurrency"]),
+                row["contender"],
+                _judge(row["p99_s"] <= bound and healthy >= _HEALTHY_SHARE and not row["errors"]),
+                f"p99 {_ms(row['p99_s'])}, {_pct(healthy)} of healthy references answered",
+                limit,
+                f"{row['answered_per_turn']:.1f} of {figure['n_refs']} answered per turn; "
+                f"{row['errors']} errors",
+            )
+        )
+    return out
+
+
+def _prefix(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for name in ("graph", "chat_model"):
+        share = figure[name]["min_cached_share"]
+        out.append(
+            _row(
+                "aggregator prompt-prefix stability over the tool loop (worst step)",
+                name.replace("_", "-"),
+                _judge(share >= _PREFIX_SHARE),
+                f"{share:.3f}",
+                f">= {_PREFIX_SHARE}",
+            )
+        )
+    if figure.get("graph_every_step"):
+        share = figure["graph_every_step"]["min_cached_share"]
+        out.append(
+            _row(
+                "aggregator prompt-prefix stability with fanout: every_step (worst step)",
+                "graph",
+                "reported",
+                f"{share:.3f}",
+                "(reported)",
+            )
+        )
+    return out
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _pct(ratio: float) -> str:
+    return "n/a" if math.isnan(ratio) else f"{ratio * 100:.1f}%"
