@@ -6,8 +6,11 @@ instances keeps each model's HTTP connection pool warm across turns.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import weakref
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -19,7 +22,7 @@ from langgraph.constants import TAG_NOSTREAM
 from moa_graph.config import ModelSpec, Preset, ProviderSpec
 from moa_graph.providers import ModelFactory, default_model_factory
 
-__all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels"]
+__all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels", "Slot", "reference_slots"]
 
 REFERENCE_TAG = "moa:reference"
 """Tag on every reference model call (they are also tagged `nostream`)."""
@@ -27,10 +30,42 @@ AGGREGATOR_TAG = "moa:aggregator"
 """Tag on every aggregator call."""
 
 
+@dataclass(frozen=True)
+class Slot:
+    """One reference call of a fan-out (a reference with `samples: k` has k slots)."""
+
+    index: int
+    """Position among the preset's slots (`ReferenceAnswer.index`)."""
+    model_index: int
+    """Position of its model in `reference_models`."""
+    spec: ModelSpec
+    label: str
+
+
+def reference_slots(preset: Preset) -> list[Slot]:
+    """Every slot of the preset, disabled models included, in preset order."""
+    slots: list[Slot] = []
+    for model_index, spec in enumerate(preset.reference_models):
+        for sample in range(1, spec.samples + 1):
+            label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
+            slots.append(Slot(len(slots), model_index, spec, label))
+    return slots
+
+
+@dataclass
+class _Built:
+    references: dict[int, BaseChatModel] = field(default_factory=dict)
+    aggregator: BaseChatModel | None = None
+    acting: Runnable[LanguageModelInput, BaseMessage] | None = None
+
+
 class PresetModels:
     """Lazily built, cached chat models for a preset's references and aggregator.
 
     `tools` are what the aggregator acts with: `acting()` is the aggregator bound to them.
+    Models used under an event loop are built once per loop: an async HTTP client's pooled
+    connections belong to the loop that opened them, so a graph reused by a second
+    `asyncio.run` (a notebook, a test) must not inherit the first loop's.
     """
 
     def __init__(
@@ -43,11 +78,14 @@ class PresetModels:
     ) -> None:
         self.preset = preset
         self.tools = list(tools)
+        self.slots = reference_slots(preset)
+        """The preset's slots, computed once."""
         self._reference_factory = reference_factory
         self._aggregator_factory = aggregator_factory
-        self._references: dict[int, BaseChatModel] = {}
-        self._aggregator: BaseChatModel | None = None
-        self._acting: Runnable[LanguageModelInput, BaseMessage] | None = None
+        self._sync = _Built()
+        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Built] = (
+            weakref.WeakKeyDictionary()
+        )
         self._lock = threading.Lock()
 
     @classmethod
@@ -68,30 +106,44 @@ class PresetModels:
         )
 
     def reference(self, index: int) -> BaseChatModel:
-        """The model of reference slot `index` (0-based)."""
+        """The model of `reference_models[index]` (shared by that model's samples)."""
         with self._lock:
-            if index not in self._references:
+            built = self._built()
+            if index not in built.references:
                 spec = self.preset.reference_models[index]
-                self._references[index] = self._reference_factory(spec)
-            return self._references[index]
+                built.references[index] = self._reference_factory(spec)
+            return built.references[index]
 
     def aggregator(self) -> BaseChatModel:
         """The aggregator model, without tools bound."""
         with self._lock:
-            if self._aggregator is None:
-                self._aggregator = self._aggregator_factory(self.preset.aggregator)
-            return self._aggregator
+            built = self._built()
+            if built.aggregator is None:
+                built.aggregator = self._aggregator_factory(self.preset.aggregator)
+            return built.aggregator
 
     def acting(self) -> Runnable[LanguageModelInput, BaseMessage]:
         """The aggregator bound to `tools` (the bare aggregator when there are none)."""
-        if self._acting is None:
-            model = self.aggregator()
-            self._acting = model.bind_tools(self.tools) if self.tools else model
-        return self._acting
+        model = self.aggregator()
+        with self._lock:
+            built = self._built()
+            if built.acting is None:
+                built.acting = model.bind_tools(self.tools) if self.tools else model
+            return built.acting
 
     def tool(self, name: str) -> BaseTool | None:
         """The tool called `name`, if the aggregator has it."""
         return next((tool for tool in self.tools if tool.name == name), None)
+
+    def _built(self) -> _Built:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return self._sync
+        built = self._per_loop.get(loop)
+        if built is None:
+            built = self._per_loop[loop] = _Built()
+        return built
 
 
 def reference_config(

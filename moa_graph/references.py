@@ -25,10 +25,10 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from moa_graph import prompts
-from moa_graph.config import ModelSpec, Preset
+from moa_graph.config import Preset
 from moa_graph.events import emit
 from moa_graph.guidance import quote_reference
-from moa_graph.models import PresetModels, reference_config
+from moa_graph.models import PresetModels, Slot, reference_config, reference_slots
 from moa_graph.privacy import model_text, redact
 from moa_graph.providers import scrub_secrets
 from moa_graph.state import ReferenceAnswer, ReferenceTask
@@ -57,18 +57,6 @@ Status = Literal["ok", "failed", "skipped"]
 
 class ReferenceProtocolError(Exception):
     """A reference replied, but not with advice (for instance with a tool call)."""
-
-
-@dataclass(frozen=True)
-class Slot:
-    """One reference call of a fan-out."""
-
-    index: int
-    """Position among the preset's slots (`ReferenceAnswer.index`)."""
-    model_index: int
-    """Position of its model in `reference_models`."""
-    spec: ModelSpec
-    label: str
 
 
 @dataclass
@@ -102,21 +90,11 @@ class Advice:
                 self.raw[_raw_key(outcome.answer)] = outcome.raw
 
 
-def reference_slots(preset: Preset) -> list[Slot]:
-    """Every slot of the preset, disabled models included, in preset order."""
-    slots: list[Slot] = []
-    for model_index, spec in enumerate(preset.reference_models):
-        for sample in range(1, spec.samples + 1):
-            label = spec.label if spec.samples == 1 else f"{spec.label}#{sample}"
-            slots.append(Slot(len(slots), model_index, spec, label))
-    return slots
-
-
 def enabled_slots(models: PresetModels) -> list[Slot]:
     """The slots to run in a fan-out (none for a disabled preset)."""
     if not models.preset.enabled:
         return []
-    return [slot for slot in reference_slots(models.preset) if slot.spec.enabled]
+    return [slot for slot in models.slots if slot.spec.enabled]
 
 
 def layer_tasks(
@@ -145,7 +123,7 @@ def call_reference(
     models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
 ) -> Outcome:
     """Run one slot (sync). A timeout stops the wait; the abandoned call ends on its own."""
-    slot, layer = reference_slots(models.preset)[task["index"]], task.get("layer", 1)
+    slot, layer = models.slots[task["index"]], task.get("layer", 1)
     if slot.spec.provider == "moa":
         return _finish(models, _skipped(slot, layer), None)
     _started(slot, layer)
@@ -169,7 +147,7 @@ async def acall_reference(
     models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
 ) -> Outcome:
     """Run one slot (async). A timeout cancels the request."""
-    slot, layer = reference_slots(models.preset)[task["index"]], task.get("layer", 1)
+    slot, layer = models.slots[task["index"]], task.get("layer", 1)
     if slot.spec.provider == "moa":
         return _finish(models, _skipped(slot, layer), None)
     _started(slot, layer)

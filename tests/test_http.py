@@ -1,5 +1,6 @@
 """The MoA graph through real HTTP: `ChatOpenAI` against the offline stand-in server."""
 
+import asyncio
 import logging
 
 import pytest
@@ -152,3 +153,15 @@ def test_a_missing_key_fails_the_reference_with_the_variable_name(server, monkey
     assert gamma["status"] == "failed"
     assert "environment variable MOA_ABSENT_KEY is not set" in gamma["text"]
     assert "gamma" not in stub.stats()
+
+
+def test_one_compiled_graph_serves_successive_event_loops(server):
+    # A notebook or a script calling asyncio.run twice: the second loop must not inherit
+    # the first loop's (closed) HTTP connections.
+    stub, url = server
+    graph = build_moa_graph("demo", config=_config(url)).compile()
+    for question in ("first", "second"):
+        out = asyncio.run(graph.ainvoke({"messages": [HumanMessage(question)]}))
+        assert [r["status"] for r in out["references"]] == ["ok", "ok"]
+        assert question in out["messages"][-1].content
+    assert stub.stats() == {"alpha": 2, "beta": 2, "boss": 2}
