@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import httpx
+import openai
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
@@ -100,9 +100,10 @@ def default_model_factory(
             timeout=spec.timeout or timeout,
             max_retries=_MAX_RETRIES if spec.max_retries is None else spec.max_retries,
             stream_usage=True,
-            # Its own async pool: langchain-openai otherwise shares one process-wide, whose
-            # connections die with the first event loop (PresetModels builds per loop).
-            http_async_client=httpx.AsyncClient(),
+            # Its own async pool (with the OpenAI client's own limits): langchain-openai
+            # otherwise shares one process-wide, whose connections die with the first event
+            # loop (PresetModels builds models per loop).
+            http_async_client=openai.DefaultAsyncHttpxClient(),
         )
 
     return build
