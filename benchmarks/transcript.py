@@ -45,6 +45,7 @@ from benchmarks.workload import (
     reference_names,
 )
 from moa_graph import MoAChatModel, ModelSpec, build_moa_graph, reference_messages
+from moa_graph.prompts import GUIDANCE_TITLE
 from moa_graph.trimming import last_human_index
 
 __all__ = ["agent_transcript", "prefix_and_tokens", "read_file"]
@@ -192,8 +193,10 @@ class ScriptedAggregator(BaseChatModel):
         return self._scripted(messages, reply)
 
     def _scripted(self, messages: list[BaseMessage], reply: BaseMessage) -> ChatResult:
-        turn = last_human_index(messages) or 0
-        done = sum(isinstance(m, ToolMessage) for m in messages[turn:])
+        # The guidance is a user message too; a re-run's comes after the tool results.
+        said = [m for m in messages if not str(m.content).startswith(GUIDANCE_TITLE)]
+        turn = last_human_index(said) or 0
+        done = sum(isinstance(m, ToolMessage) for m in said[turn:])
         if done < self.steps:
             step = done + 1
             reply = AIMessage(

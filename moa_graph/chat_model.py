@@ -229,18 +229,15 @@ class MoAChatModel(BaseChatModel):
         at = last_human_index(messages)
         if at is None:
             raise ValueError("MoA answers a user turn, but the conversation has no user message")
-        preset, step, stale = (
-            models.preset,
-            1 + sum(m.type == "ai" for m in messages[at + 1 :]),
-            False,
-        )
+        preset = models.preset
+        step = 1 + sum(m.type == "ai" for m in messages[at + 1 :])
         turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
-        view, bucket = turn, 0
+        view, bucket, advised = turn, 0, 1
         if preset.fanout_interval is not None and turn:
             # A re-running schedule: one advice per run of `interval` steps, made on the
-            # first step of the run with the turn's tool activity in view.
+            # first step of the run with the turn's tool activity in view, and placed there.
             bucket = (step - 1) // preset.fanout_interval
-            stale = step - 1 > bucket * preset.fanout_interval
+            advised = 1 + bucket * preset.fanout_interval
             view = reference_messages(
                 messages,
                 tool_activity=True,
@@ -248,7 +245,7 @@ class MoAChatModel(BaseChatModel):
             )
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
-        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, stale)
+        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, advised)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -277,7 +274,10 @@ class MoAChatModel(BaseChatModel):
 
 
 class _Call:
-    """One call of `MoAChatModel`: its models, turn key, trimmed view and callbacks."""
+    """One call of `MoAChatModel`: its models, turn key, trimmed view and callbacks.
+
+    `advised` is the step of the turn the advice was made for: where its guidance goes.
+    """
 
     def __init__(
         self,
@@ -286,13 +286,13 @@ class _Call:
         view: list[BaseMessage],
         callbacks: Callbacks,
         kwargs: dict[str, Any],
-        stale: bool,
+        advised: int,
     ) -> None:
-        self.stale = stale
         self.models = models
         self.key = key
         self.view = view
         self.callbacks = callbacks
+        self.advised = advised
         self._kwargs = kwargs
 
     def aggregator(
@@ -308,14 +308,12 @@ class _Call:
             model = model.bind(**kwargs)
         guidance = None
         if enabled_slots(self.models):
-            guidance = render_guidance(
-                self.models.preset, advice.answers, raw=advice.raw, stale=self.stale
-            )
+            guidance = render_guidance(self.models.preset, advice.answers, raw=advice.raw)
         # Our own chunks carry the tokens to the caller's handlers; the inner call is silent.
         config = aggregator_config(
             self.models.preset.aggregator, stream=False, callbacks=self.callbacks
         )
-        return model, aggregator_input(messages, guidance), config
+        return model, aggregator_input(messages, guidance, step=self.advised), config
 
     @contextmanager
     def errors(self) -> Iterator[None]:

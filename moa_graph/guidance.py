@@ -1,8 +1,20 @@
 """The guidance: the reference answers, labelled in preset order, for the aggregator's eyes only.
 
-The guidance is ephemeral. It goes into the aggregator's input as its own user message
-right after the turn's last human message and is never written to `messages`, so the
-prompt prefix stays byte-identical through the tool loop and provider prompt caches hold.
+The guidance is ephemeral: it goes into the aggregator's input as its own user message and
+is never written to `messages`. It sits where the conversation ended when the references
+that produced it ran: after the turn's last human message and the tool rounds (an assistant
+turn and its tool results) that came before that fan-out. Under `per_turn` that is right
+after the human message, for the whole turn, so the prompt prefix stays byte-identical
+through the tool loop and provider prompt caches hold. Under a re-running schedule
+(`every_step`, `every_n:N`) a re-run's guidance follows the newest tool results and replaces
+the previous guidance (which, never stored, is simply not sent again). So each aggregator
+request starts with the whole of the previous one, less the previous guidance when the
+references re-ran: under `every_step` that guidance ended the previous request; under
+`every_n:N` the steps between re-runs keep the guidance in place and only extend the request.
+
+The guidance text never says how old the advice is. Its place already shows which tool
+calls came after it (as under `per_turn`), and a text that changed at a step that does not
+re-run the references would break the cached prefix there.
 """
 
 from __future__ import annotations
@@ -10,7 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
 
 from moa_graph import prompts
 from moa_graph.config import Preset
@@ -28,7 +40,6 @@ def render_guidance(
     references: Sequence[ReferenceAnswer],
     *,
     raw: Mapping[str, str] | None = None,
-    stale: bool = False,
 ) -> str:
     """Render the guidance text for the aggregator from this turn's reference answers.
 
@@ -41,7 +52,6 @@ def render_guidance(
         preset: The preset the references belong to.
         references: The turn's answers (any layers).
         raw: The originals of texts the privacy filter redacted for display.
-        stale: The advice predates tool calls now in the conversation.
     """
     blocks = [
         prompts.GUIDANCE_HEADER.format(preset=preset.name, aggregator=preset.aggregator.label)
@@ -68,8 +78,6 @@ def render_guidance(
     unavailable = [f"{ref['label']} ({ref['status']})" for ref in ordered if ref["status"] != "ok"]
     if unavailable and preset.degraded_reference_policy == "loud":
         blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
-    if stale:
-        blocks.append(prompts.GUIDANCE_STALE)
     return "\n\n".join(blocks)
 
 
@@ -84,13 +92,39 @@ def quote_reference(text: str) -> str:
     return text.replace(prompts.GUIDANCE_TITLE, prompts.GUIDANCE_TITLE.replace("[", "[quoted ", 1))
 
 
-def aggregator_input(messages: Sequence[BaseMessage], guidance: str | None) -> list[BaseMessage]:
-    """The aggregator's input: the full conversation with the guidance after the last human turn.
+def aggregator_input(
+    messages: Sequence[BaseMessage], guidance: str | None, *, step: int = 1
+) -> list[BaseMessage]:
+    """The aggregator's input: the full conversation with the guidance where it was made.
 
-    With no guidance (a disabled preset), the conversation is returned unmodified.
+    The guidance goes after the turn's last human message and the turn's first `step - 1`
+    tool rounds: where the conversation ended when the references ran for aggregator step
+    `step` (at the end, if the conversation has not got that far). It never separates an
+    assistant turn's tool calls from their results. With no guidance (a disabled preset),
+    the conversation is returned unmodified.
+
+    Args:
+        messages: The conversation, as stored.
+        guidance: The rendered guidance, or None.
+        step: The aggregator step (1-based, within the turn) the references ran for.
     """
     if guidance is None:
         return list(messages)
+    cut = _after_tool_rounds(messages, step - 1)
+    return [*messages[:cut], HumanMessage(content=guidance), *messages[cut:]]
+
+
+def _after_tool_rounds(messages: Sequence[BaseMessage], rounds: int) -> int:
+    """Index just past the turn's last human message and the turn's first `rounds` tool rounds."""
     at = last_human_index(messages)
     cut = len(messages) if at is None else at + 1
-    return [*messages[:cut], HumanMessage(content=guidance), *messages[cut:]]
+    while rounds and cut < len(messages):
+        if isinstance(messages[cut], AIMessage):
+            rounds -= 1
+            cut += 1
+            # A round ends with its tool results: calls and results stay together.
+            while cut < len(messages) and isinstance(messages[cut], ToolMessage):
+                cut += 1
+        else:
+            cut += 1
+    return cut

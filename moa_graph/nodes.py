@@ -212,14 +212,11 @@ def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMess
     )
     if not enabled_slots(models):
         return list(state["messages"])
-    messages = state["messages"]
-    at = last_human_index(messages)
-    step = _step(messages, at) if at is not None else 1
-    stale = models.preset.fanout_interval is not None and step > state.get("reference_step", 1)
-    guidance = render_guidance(
-        models.preset, references, raw=state.get("reference_raw"), stale=stale
-    )
-    return aggregator_input(messages, guidance)
+    guidance = render_guidance(models.preset, references, raw=state.get("reference_raw"))
+    # Per turn the guidance stays after the human message; a re-running schedule puts it
+    # where its references ran, so the steps in between only extend the cached prefix.
+    step = state.get("reference_step", 1) if models.preset.fanout_interval is not None else 1
+    return aggregator_input(state["messages"], guidance, step=step)
 
 
 def _aggregator_error(models: PresetModels, exc: Exception) -> MoAAggregatorError:

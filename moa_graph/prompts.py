@@ -58,11 +58,6 @@ Only {ok} of the {total} references answered, fewer than the {wanted} this prese
 the advice is thin, so lean on your own judgement where it is silent or disagrees."""
 """Added when fewer references succeeded than the preset's `min_references`."""
 
-GUIDANCE_STALE = """\
-This advice was written before the tool calls that now follow in the conversation: do not \
-repeat a tool call that already ran; build on its result."""
-"""Added when a fan-out schedule reuses advice from an earlier step of the turn."""
-
 LAYER_PROMPT = """\
 Other advisors on the panel answered the same request. Their answers are quoted below. \
 Improve on them: keep what is right, correct what is wrong, add what is missing, and give \

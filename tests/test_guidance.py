@@ -1,7 +1,8 @@
-"""The guidance the aggregator reads: labels, order, and reference answers quoted as data."""
+"""The guidance the aggregator reads: labels, order, answers quoted as data, and where it goes."""
 
 import re
 
+import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from moa_graph import ModelSpec, Preset
@@ -70,3 +71,52 @@ def test_guidance_goes_right_after_the_last_human_message():
     sent = aggregator_input(conversation, "GUIDANCE")
     assert [m.content for m in sent] == ["sys", "q1", "a1", "q2", "GUIDANCE", "", "r"]
     assert aggregator_input(conversation, None) == conversation
+
+
+def _round(n: int, calls: int = 1) -> list:
+    ids = [f"c{n}.{k}" for k in range(calls)]
+    return [
+        AIMessage("", tool_calls=[{"name": "f", "args": {}, "id": i} for i in ids]),
+        *(ToolMessage(f"r{n}", tool_call_id=i) for i in ids),
+    ]
+
+
+# One earlier turn, then three tool rounds in this one (the second with two parallel calls).
+LOOP = [
+    SystemMessage("sys"),
+    HumanMessage("q1"),
+    AIMessage("a1"),
+    HumanMessage("q2"),
+    *_round(1),
+    *_round(2, calls=2),
+    *_round(3),
+]
+
+
+@pytest.mark.parametrize(
+    ("step", "after"),
+    [
+        (1, ["sys", "q1", "a1", "q2"]),
+        (2, ["sys", "q1", "a1", "q2", "", "r1"]),
+        (3, ["sys", "q1", "a1", "q2", "", "r1", "", "r2", "r2"]),
+        (4, ["sys", "q1", "a1", "q2", "", "r1", "", "r2", "r2", "", "r3"]),
+        (5, ["sys", "q1", "a1", "q2", "", "r1", "", "r2", "r2", "", "r3"]),  # not reached yet
+    ],
+)
+def test_guidance_for_step_k_follows_the_turns_first_k_minus_1_tool_rounds(step, after):
+    sent = aggregator_input(LOOP, "GUIDANCE", step=step)
+    cut = len(after)
+    assert [m.content for m in sent[:cut]] == after
+    assert sent[cut].content == "GUIDANCE"
+    assert sent[:cut] + sent[cut + 1 :] == LOOP
+
+
+@pytest.mark.parametrize("step", range(1, 6))
+def test_guidance_never_comes_between_tool_calls_and_their_results(step):
+    sent = aggregator_input(LOOP, "GUIDANCE", step=step)
+    cut = next(i for i, m in enumerate(sent) if m.content == "GUIDANCE")
+    assert not any(isinstance(m, ToolMessage) for m in sent[cut + 1 : cut + 2])
+    # Every call made before the guidance has its result before it too.
+    pending = {call["id"] for m in sent[:cut] if isinstance(m, AIMessage) for call in m.tool_calls}
+    answered = {m.tool_call_id for m in sent[:cut] if isinstance(m, ToolMessage)}
+    assert pending == answered

@@ -3,16 +3,22 @@ Self-MoA samples, straggler deadlines, thin advice, the degraded policy, the pri
 """
 
 import asyncio
+import itertools
+import json
 import time
 
 import pytest
-from langchain_core.messages import HumanMessage
+from langchain.agents import create_agent
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import HumanMessage, ToolMessage
+from langchain_core.outputs import ChatGeneration, ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from moa_graph import ConfigError, MoAChatModel, build_moa_graph, load_config
-from moa_graph.prompts import GUIDANCE_STALE, GUIDANCE_TITLE
+from moa_graph.prompts import GUIDANCE_TITLE
 from moa_graph.providers import default_model_factory
 from moa_graph.tools import calculator
-from tests.fakes import FakeChatModel, tool_call
+from tests.fakes import tool_call
 
 ARITHMETIC = {"messages": [HumanMessage("What is 17 * 23?")]}
 EMAIL = "ada.lovelace@example.org"
@@ -105,27 +111,123 @@ def test_every_step_doubles_reference_calls_over_a_two_step_tool_loop(stub):
     assert out["usage"]["total"]["calls"] == 6
 
 
-def test_every_n_reruns_on_the_first_and_every_nth_step_and_flags_stale_advice(stub):
-    # References over HTTP; a scripted aggregator drives three tool rounds (steps 1-4).
-    config = load_config(_config(stub.url, fanout="every_n:2"))
+# -- where the guidance goes through a tool loop -------------------------------------------------
+
+
+class _Looping(BaseChatModel):
+    """The aggregator over HTTP (the stand-in records every request) whose reply is replaced
+    by a `calculator` call until `rounds` tool rounds are done; then the stand-in answers."""
+
+    inner: BaseChatModel
+    rounds: int
+
+    @property
+    def _llm_type(self) -> str:
+        return "looping"
+
+    def bind_tools(self, tools, **kwargs):
+        return self.bind(tools=[convert_to_openai_tool(t) for t in tools], **kwargs)
+
+    def _generate(self, messages, stop=None, run_manager=None, **kwargs) -> ChatResult:
+        reply = self.inner.invoke(messages, stop=stop, **kwargs)
+        done = sum(isinstance(m, ToolMessage) for m in messages)
+        if done < self.rounds:
+            reply = tool_call("calculator", {"expression": f"{done} + {done}"}, f"c{done}")
+        return ChatResult(generations=[ChatGeneration(message=reply)])
+
+
+def _looping_factory(config, rounds: int):
     http = default_model_factory(config.providers)
-    aggregator = FakeChatModel(
-        script=[tool_call("calculator", {"expression": f"{n} + {n}"}, f"c{n}") for n in (1, 2, 3)]
-        + ["done"]
+    return lambda spec: (
+        _Looping(inner=http(spec), rounds=rounds) if spec.model == "boss" else http(spec)
     )
-    factory = lambda spec: aggregator if spec.model == "boss" else http(spec)  # noqa: E731
+
+
+def _graph_loop(stub, fanout: str, rounds: int = 3) -> list[list[dict]]:
+    """The aggregator's requests, as the stand-in received them, over `rounds` tool rounds."""
+    config = load_config(_config(stub.url, fanout=fanout))
+    factory = _looping_factory(config, rounds)
     graph = build_moa_graph("demo", tools=[calculator], config=config, model_factory=factory)
     out = graph.compile().invoke(ARITHMETIC)
-
-    assert out["messages"][-1].content == "done"
-    assert stub.stats() == {"alpha": 2, "beta": 2}  # steps 1 and 3
-    stale = [GUIDANCE_STALE in _guidance_of(call.messages) for call in aggregator.calls]
-    assert stale == [False, True, False, True]
+    assert out["messages"][-1].content == f"The result is {2 * (rounds - 1)}."
+    return [request["messages"] for request in stub.requests("boss")]
 
 
-def _guidance_of(messages) -> str:
-    (text,) = [m.content for m in messages if str(m.content).startswith(GUIDANCE_TITLE)]
-    return text
+def _agent_loop(stub, fanout: str, rounds: int = 3) -> list[list[dict]]:
+    """The same loop with `MoAChatModel` driven by `create_agent`."""
+    config = load_config(_config(stub.url, fanout=fanout))
+    moa = MoAChatModel(preset="demo", config=config, model_factory=_looping_factory(config, rounds))
+    out = create_agent(moa, tools=[calculator]).invoke(ARITHMETIC)
+    assert out["messages"][-1].content == f"The result is {2 * (rounds - 1)}."
+    return [request["messages"] for request in stub.requests("boss")]
+
+
+def _is_guidance(message: dict) -> bool:
+    return message["role"] == "user" and str(message["content"]).startswith(GUIDANCE_TITLE)
+
+
+def _wire(messages: list[dict]) -> list[str]:
+    """Each message as the provider reads it: its JSON, byte for byte."""
+    return [json.dumps(m, ensure_ascii=False, separators=(",", ":")) for m in messages]
+
+
+def _starts_with(request: list[dict], prefix: list[dict]) -> bool:
+    return _wire(request[: len(prefix)]) == _wire(prefix)
+
+
+def _calls_meet_their_results(messages: list[dict]) -> bool:
+    """Every assistant turn with tool calls is followed at once by the results of its calls."""
+    for i, message in enumerate(messages):
+        ids = [call["id"] for call in message.get("tool_calls") or []]
+        following = messages[i + 1 : i + 1 + len(ids)]
+        if ids and [m.get("tool_call_id") for m in following] != ids:
+            return False
+    return True
+
+
+@pytest.mark.parametrize("loop", [_graph_loop, _agent_loop], ids=["graph", "chat_model"])
+def test_every_step_puts_each_guidance_after_the_newest_tool_results(stub, loop):
+    requests = loop(stub, "every_step")
+
+    assert stub.stats() == {"alpha": 4, "beta": 4, "boss": 4}
+    for step, (before, after) in enumerate(itertools.pairwise(requests), start=2):
+        # Step k's request is step k-1's without its guidance, then the new tool round and
+        # the new guidance: all of step k-1's but its last message can come from a cache.
+        assert _is_guidance(before[-1])
+        assert _starts_with(after, before[:-1]), f"step {step}"
+        assert after[-2]["role"] == "tool" and _is_guidance(after[-1])
+    for request in requests:
+        assert sum(_is_guidance(m) for m in request) == 1
+        assert _calls_meet_their_results(request)
+
+
+@pytest.mark.parametrize("loop", [_graph_loop, _agent_loop], ids=["graph", "chat_model"])
+def test_every_n_keeps_the_guidance_in_place_until_the_references_rerun(stub, loop):
+    first, second, third, fourth = loop(stub, "every_n:2")
+
+    assert stub.stats() == {"alpha": 2, "beta": 2, "boss": 4}  # steps 1 and 3
+    # Steps 2 and 4 only add a tool round: the whole previous request is their prefix.
+    assert _starts_with(second, first) and len(second) == len(first) + 2
+    assert _starts_with(fourth, third) and len(fourth) == len(third) + 2
+    # Step 3 re-ran the references: step 2's guidance is gone, the new one follows the results.
+    assert _starts_with(third, [m for m in second if not _is_guidance(m)])
+    assert third[-2]["role"] == "tool" and _is_guidance(third[-1])
+    for request in (first, second, third, fourth):
+        assert sum(_is_guidance(m) for m in request) == 1
+        assert _calls_meet_their_results(request)
+
+
+@pytest.mark.parametrize("loop", [_graph_loop, _agent_loop], ids=["graph", "chat_model"])
+def test_per_turn_keeps_one_guidance_right_after_the_human_message(stub, loop):
+    requests = loop(stub, "per_turn")
+
+    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 4}
+    for before, after in itertools.pairwise(requests):
+        assert _starts_with(after, before)
+    for request in requests:
+        assert request[0] == {"role": "user", "content": "What is 17 * 23?"}
+        assert _is_guidance(request[1])
+        assert sum(_is_guidance(m) for m in request) == 1
 
 
 def test_a_tool_result_preview_is_bounded_by_the_budget(stub):

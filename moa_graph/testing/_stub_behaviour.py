@@ -132,22 +132,25 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _is_guidance(message: Mapping[str, Any]) -> bool:
+    """A MoA guidance message: a user turn that the user did not write."""
+    text = _text_of(message.get("content")) if message.get("role") == "user" else ""
+    return text.startswith(GUIDANCE_TITLE)
+
+
 def _last_user_text(messages: list[Mapping[str, Any]]) -> str | None:
     """The user's latest words, passing over a MoA guidance message (a user turn too)."""
     for message in reversed(messages):
-        if message.get("role") == "user":
-            text = _text_of(message.get("content"))
-            if not text.startswith(GUIDANCE_TITLE):
-                return text
+        if message.get("role") == "user" and not _is_guidance(message):
+            return _text_of(message.get("content"))
     return None
 
 
 def _guidance_references(messages: list[Mapping[str, Any]]) -> int | None:
     """How many reference answers a MoA guidance message carries (None: no guidance)."""
     for message in messages:
-        text = _text_of(message.get("content")) if message.get("role") == "user" else ""
-        if text.startswith(GUIDANCE_TITLE):
-            return len(_GUIDANCE_REFERENCE.findall(text))
+        if _is_guidance(message):
+            return len(_GUIDANCE_REFERENCE.findall(_text_of(message.get("content"))))
     return None
 
 
@@ -257,7 +260,8 @@ def plan_answer(body: Mapping[str, Any], *, model: str, reply: str | None = None
     if reply is not None:
         return Answer(content=reply)
     messages: list[Mapping[str, Any]] = list(body.get("messages") or [])
-    last = messages[-1] if messages else {}
+    # A re-run's guidance follows the tool results it advises on: look past it.
+    last: Mapping[str, Any] = next((m for m in reversed(messages) if not _is_guidance(m)), {})
     if last.get("role") == "tool":
         return Answer(content=f"The result is {_text_of(last.get('content'))}.")
     user_text = _last_user_text(messages)
