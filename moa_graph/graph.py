@@ -13,12 +13,12 @@ the graph is built, or named by each run's `MoAContext` (what Studio shows and e
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
-from langchain_core.runnables import RunnableLambda
 from langchain_core.tools import BaseTool
+from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import tools_condition
@@ -136,29 +136,38 @@ def _moa_graph(
     nodes = MoANodes(resolver, name=name)
     builder = StateGraph(MoAState, context_schema=context_schema, input_schema=input_schema)
     builder.add_node(
-        "fan_out",
-        RunnableLambda(nodes.fan_out, afunc=nodes.afan_out),
-        destinations=("reference", "aggregator"),
+        "fan_out", _node(nodes.fan_out, nodes.afan_out), destinations=("reference", "aggregator")
     )
-    builder.add_node("reference", RunnableLambda(nodes.reference, afunc=nodes.areference))
-    builder.add_node("join", nodes.join)
-    builder.add_node("aggregator", RunnableLambda(nodes.aggregator, afunc=nodes.aaggregator))
+    builder.add_node("reference", _node(nodes.reference, nodes.areference))
+    builder.add_node("join", _node(nodes.join, nodes.ajoin))
+    builder.add_node("aggregator", _node(nodes.aggregator, nodes.aaggregator))
     builder.add_node("tools", resolver.tool_node())
     builder.add_edge(START, "fan_out")
     builder.add_edge("reference", "join")
     builder.add_conditional_edges(
-        "join",
-        # Routes to Sends (the next layer); RunnableLambda's stubs expect a hashable result.
-        RunnableLambda(nodes.after_join, afunc=nodes.aafter_join),  # type: ignore[arg-type]
-        ["reference", "aggregator"],
+        "join", _node(nodes.after_join, nodes.aafter_join, router=True), ["reference", "aggregator"]
     )
     builder.add_conditional_edges("aggregator", tools_condition, {"tools": "tools", END: END})
     builder.add_conditional_edges(
         "tools",
-        RunnableLambda(nodes.after_tools, afunc=nodes.aafter_tools),
+        _node(nodes.after_tools, nodes.aafter_tools, router=True),
         {"fan_out": "fan_out", "aggregator": "aggregator"},
     )
     return builder
+
+
+def _node(
+    func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]], *, router: bool = False
+) -> RunnableCallable:
+    """A node (or router) with a sync and an async body, called directly.
+
+    LangGraph already traces each node as a run of its own; `RunnableLambda` would open a
+    second, nested run and inspect the functions' signatures on every call (~0.45 ms per
+    call, measured in benchmarks/findings.md, fix 4). `RunnableCallable` is what LangGraph's
+    own `ToolNode` is built on. A router is traced: LangGraph runs it outside the node's
+    run context, and its run is what gives it one (the resolver reads the run's context).
+    """
+    return RunnableCallable(func, afunc, trace=router, recurse=False)
 
 
 def resolve_preset(

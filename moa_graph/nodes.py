@@ -71,6 +71,10 @@ class MoANodes:
             "reference_results": None,
         }
 
+    async def ajoin(self, state: MoAState) -> dict[str, Any]:
+        """Async `join` (no thread hop under `ainvoke`)."""
+        return self.join(state)
+
     def after_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
         """Start the next layer, if the preset has one and this layer answered; else aggregate."""
         if _last_layer(state):
