@@ -16,7 +16,9 @@ from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_co
 from moa_graph.context import MoAContext
 from moa_graph.errors import ConfigError, MoAAggregatorError
 from moa_graph.graph import build_moa_graph, build_studio_graph
+from moa_graph.providers import warm_up
 from moa_graph.state import MoAState, ReferenceAnswer
+from moa_graph.transport import aclose_http_clients
 from moa_graph.trimming import reference_messages
 
 __all__ = [
@@ -30,9 +32,11 @@ __all__ = [
     "Preset",
     "ProviderSpec",
     "ReferenceAnswer",
+    "aclose_http_clients",
     "build_moa_graph",
     "build_studio_graph",
     "init_moa_model",
     "load_config",
     "reference_messages",
+    "warm_up",
 ]

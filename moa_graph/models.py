@@ -20,7 +20,8 @@ from langchain_core.tools import BaseTool
 from langgraph.constants import TAG_NOSTREAM
 
 from moa_graph.config import ModelSpec, Preset, ProviderSpec
-from moa_graph.providers import ModelFactory, default_model_factory
+from moa_graph.providers import ModelFactory, ProviderTableFactory, default_model_factory
+from moa_graph.transport import closings
 
 __all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels", "Slot", "reference_slots"]
 
@@ -54,6 +55,7 @@ def reference_slots(preset: Preset) -> list[Slot]:
 
 @dataclass
 class _Built:
+    closings: int = 0
     references: dict[int, BaseChatModel] = field(default_factory=dict)
     aggregator: BaseChatModel | None = None
     acting: Runnable[LanguageModelInput, BaseMessage] | None = None
@@ -77,6 +79,9 @@ class PresetModels:
         tools: Sequence[BaseTool] = (),
     ) -> None:
         self.preset = preset
+        self.direct_references = isinstance(reference_factory, ProviderTableFactory)
+        """References come from the provider table: their `ChatOpenAI` models may be asked
+        with one direct POST (`moa_graph.direct`)."""
         self.tools = list(tools)
         self.slots = reference_slots(preset)
         """The preset's slots, computed once."""
@@ -141,8 +146,9 @@ class PresetModels:
         except RuntimeError:
             return self._sync
         built = self._per_loop.get(loop)
-        if built is None:
-            built = self._per_loop[loop] = _Built()
+        if built is None or built.closings != closings():
+            # New loop, or its shared HTTP clients were closed (`aclose_http_clients`).
+            built = self._per_loop[loop] = _Built(closings())
         return built
 
 

@@ -13,21 +13,23 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import openai
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
 from moa_graph.config import ModelSpec, ProviderSpec
 from moa_graph.errors import ConfigError
+from moa_graph.transport import AsyncHttpClientFactory, async_http_client
 
 __all__ = [
     "BUILTIN_PROVIDERS",
     "DEFAULT_AGGREGATOR_TIMEOUT_S",
     "DEFAULT_REFERENCE_TIMEOUT_S",
     "ModelFactory",
+    "ProviderTableFactory",
     "default_model_factory",
     "missing_api_keys",
     "scrub_secrets",
+    "warm_up",
 ]
 
 ModelFactory = Callable[[ModelSpec], BaseChatModel]
@@ -70,22 +72,52 @@ _seen_secrets: set[str] = set()
 
 
 def default_model_factory(
-    providers: Mapping[str, ProviderSpec] | None = None, *, reference: bool = True
-) -> ModelFactory:
+    providers: Mapping[str, ProviderSpec] | None = None,
+    *,
+    reference: bool = True,
+    http_client: AsyncHttpClientFactory | None = None,
+) -> ProviderTableFactory:
     """Return the factory `build_moa_graph` uses when the caller passes none.
 
     Args:
         providers: Extra or overriding providers (a config's `providers:`), on top of
             `BUILTIN_PROVIDERS`.
         reference: Chooses the default timeout: references fail fast, the aggregator waits.
+        http_client: Makes the async HTTP client for a base URL, shared by the models on
+            that URL within one event loop (default: the OpenAI client's aiohttp transport;
+            `lambda url: openai.DefaultAsyncHttpxClient()` gives its httpx one). See
+            `moa_graph.transport`.
     """
-    table = {**BUILTIN_PROVIDERS, **(providers or {})}
-    timeout = DEFAULT_REFERENCE_TIMEOUT_S if reference else DEFAULT_AGGREGATOR_TIMEOUT_S
+    return ProviderTableFactory(
+        {**BUILTIN_PROVIDERS, **(providers or {})},
+        timeout=DEFAULT_REFERENCE_TIMEOUT_S if reference else DEFAULT_AGGREGATOR_TIMEOUT_S,
+        http_client=http_client,
+    )
 
-    def build(spec: ModelSpec) -> BaseChatModel:
-        provider = table.get(spec.provider)
+
+class ProviderTableFactory:
+    """Builds `ChatOpenAI` models from a provider table (see `default_model_factory`).
+
+    A class rather than a closure so that `PresetModels` can tell its models apart from a
+    caller's own: only these are asked directly (`moa_graph.direct`).
+    """
+
+    def __init__(
+        self,
+        table: Mapping[str, ProviderSpec],
+        *,
+        timeout: float,
+        http_client: AsyncHttpClientFactory | None = None,
+    ) -> None:
+        self.table = table
+        self.timeout = timeout
+        self.http_client = http_client
+
+    def __call__(self, spec: ModelSpec) -> BaseChatModel:
+        """The chat model for `spec`: `ChatOpenAI` for a table provider, else LangChain's."""
+        provider = self.table.get(spec.provider)
         if provider is None:
-            return _init_chat_model(spec, known=table)
+            return _init_chat_model(spec, known=self.table)
         from langchain_openai import ChatOpenAI
 
         base_url = spec.base_url or provider.base_url
@@ -97,16 +129,28 @@ def default_model_factory(
             api_key=SecretStr(_api_key(spec, provider)),
             temperature=spec.temperature,
             max_completion_tokens=spec.max_tokens,
-            timeout=spec.timeout or timeout,
+            timeout=spec.timeout or self.timeout,
             max_retries=_MAX_RETRIES if spec.max_retries is None else spec.max_retries,
             stream_usage=True,
-            # Its own async pool (with the OpenAI client's own limits): langchain-openai
-            # otherwise shares one process-wide, whose connections die with the first event
-            # loop (PresetModels builds models per loop).
-            http_async_client=openai.DefaultAsyncHttpxClient(),
+            # The running loop's client for this URL (PresetModels builds models per loop):
+            # langchain-openai otherwise shares one process-wide, whose connections die
+            # with the first event loop.
+            http_async_client=async_http_client(base_url, factory=self.http_client),
         )
 
-    return build
+
+def warm_up() -> None:
+    """Import and set up the OpenAI client stack now instead of in the first turn.
+
+    Models are built at their first call, so the first turn after start-up also pays for
+    importing `langchain_openai` and `openai` and for the first `ChatOpenAI` (0.3-0.8 s,
+    benchmarks/findings.md, fix 8). A server calls this while it starts (Studio's graph
+    does); a notebook or script may call it before its first question.
+    """
+    from langchain_openai import ChatOpenAI
+
+    # Nothing is sent: the client connects on its first request.
+    ChatOpenAI(model="warm-up", base_url="http://127.0.0.1:9/v1", api_key=SecretStr(_NO_KEY))
 
 
 def missing_api_keys(

@@ -13,18 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from langchain_core.callbacks import Callbacks
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
-from moa_graph import prompts
+from moa_graph import direct, prompts
 from moa_graph.config import Preset
 from moa_graph.events import emit
 from moa_graph.guidance import quote_reference
@@ -34,6 +37,9 @@ from moa_graph.providers import scrub_secrets
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
 from moa_graph.usage import Usage, add_usage, call_usage
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 __all__ = [
     "Advice",
@@ -50,6 +56,8 @@ __all__ = [
 ]
 
 _MAX_ERROR_CHARS = 300
+_BACKSTOP_GRACE_S = 1.0
+"""How long past its budget a direct request is awaited (its own timeout ends it first)."""
 _MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
 _T = TypeVar("_T")
 Status = Literal["ok", "failed", "skipped"]
@@ -132,14 +140,17 @@ def call_reference(
     try:
         model = models.reference(slot.model_index)
         started = time.perf_counter()  # the call's latency, not the client's construction
-        messages, config = _advisor_input(task), _config(slot, layer, callbacks)
-        reply = _within(limit, lambda: model.invoke(messages, config=config))
-    except _Timeout as timeout:
-        timed_out = _timed_out(slot, layer, timeout.seconds, started)
-        return _finish(models, timed_out, call_usage("reference", slot.spec, None))
+        messages, client = _advisor_input(task), _direct_client(models, model, callbacks)
+        if client is not None:
+            budget = _budget(limit)
+            call = partial(direct.post, client.root_client, slot.spec, messages, timeout=budget)
+            wait = None if budget is None else budget + _BACKSTOP_GRACE_S
+        else:
+            config = _config(slot, layer, callbacks)
+            call, wait = partial(model.invoke, messages, config=config), _budget(limit)
+        reply = call() if wait is None else _within(wait, call)
     except Exception as exc:
-        failed = _failed(slot, layer, exc, started)
-        return _finish(models, failed, call_usage("reference", slot.spec, None))
+        return _failure(models, slot, layer, exc, limit, started)
     return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
@@ -156,20 +167,22 @@ async def acall_reference(
     try:
         model = models.reference(slot.model_index)
         started = time.perf_counter()
-        call = model.ainvoke(_advisor_input(task), config=_config(slot, layer, callbacks))
-        if limit is None:
-            reply = await call
+        messages, client = _advisor_input(task), _direct_client(models, model, callbacks)
+        if client is not None:
+            # The budget is the request's own timeout: an answer already on the socket is
+            # read even when the event loop is busy; the wait is only a backstop.
+            budget = _budget(limit)
+            call = direct.apost(client.root_async_client, slot.spec, messages, timeout=budget)
+            wait = None if budget is None else budget + _BACKSTOP_GRACE_S
         else:
-            try:
-                reply = await asyncio.wait_for(call, timeout=max(limit[0], 0))
-            except TimeoutError:
-                raise _Timeout(limit[1]) from None
-    except _Timeout as timeout:
-        timed_out = _timed_out(slot, layer, timeout.seconds, started)
-        return _finish(models, timed_out, call_usage("reference", slot.spec, None))
+            call = model.ainvoke(messages, config=_config(slot, layer, callbacks))
+            wait = _budget(limit)
+        try:
+            reply = await (call if wait is None else asyncio.wait_for(call, timeout=wait))
+        except TimeoutError:
+            raise _Timeout() from None
     except Exception as exc:
-        failed = _failed(slot, layer, exc, started)
-        return _finish(models, failed, call_usage("reference", slot.spec, None))
+        return _failure(models, slot, layer, exc, limit, started)
     return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
@@ -234,6 +247,9 @@ def describe_error(exc: BaseException) -> str:
     choices) are named as what they are: a malformed response from the provider.
     """
     message = " ".join(str(exc).split())
+    root = _transport_cause(exc)
+    if root is not None:
+        message += f" ({type(root).__name__}: {' '.join(str(root).split())})"
     if len(message) > _MAX_ERROR_CHARS:
         message = message[: _MAX_ERROR_CHARS - 3] + "..."
     described = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
@@ -242,9 +258,24 @@ def describe_error(exc: BaseException) -> str:
     return scrub_secrets(described)
 
 
+def _transport_cause(exc: BaseException) -> BaseException | None:
+    """The transport error under the OpenAI client's generic connection/timeout error.
+
+    The aiohttp transport reports a dropped connection as a timeout ("Request timed out."),
+    so the original (`ServerDisconnectedError`, `ConnectionResetError`) is worth naming.
+    """
+    openai = sys.modules.get("openai")  # not imported until a model is built
+    if openai is None or not isinstance(exc, openai.APIConnectionError):
+        return None
+    root: BaseException = exc
+    seen = {id(exc)}
+    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+        root, seen = nxt, seen | {id(nxt)}
+    return None if root is exc or not str(root).strip() else root
+
+
 class _Timeout(Exception):
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
+    """The slot's time limit ran out."""
 
 
 def _limit(preset: Preset, slot: Slot, task: ReferenceTask) -> tuple[float, float] | None:
@@ -259,18 +290,61 @@ def _limit(preset: Preset, slot: Slot, task: ReferenceTask) -> tuple[float, floa
     return min(limits) if limits else None
 
 
-def _within(limit: tuple[float, float] | None, call: Callable[[], _T]) -> _T:
+def _budget(limit: tuple[float, float] | None) -> float | None:
+    """Seconds the call may take; raises `_Timeout` when none are left."""
     if limit is None:
-        return call()
+        return None
     if limit[0] <= 0:
-        raise _Timeout(limit[1])
+        raise _Timeout()
+    return limit[0]
+
+
+def _direct_client(
+    models: PresetModels, model: BaseChatModel, callbacks: Callbacks
+) -> ChatOpenAI | None:
+    """The `ChatOpenAI` to ask with one direct POST (`moa_graph.direct`), if it may be."""
+    if not models.direct_references:
+        return None
+    from langchain_openai import ChatOpenAI  # imported by then: the factory built `model`
+
+    if type(model) is not ChatOpenAI or direct.is_observed(callbacks):
+        return None
+    return model
+
+
+def _within(seconds: float, call: Callable[[], _T]) -> _T:
     pool = ContextThreadPoolExecutor(max_workers=1)
     try:
-        return pool.submit(call).result(timeout=limit[0])
+        return pool.submit(call).result(timeout=seconds)
     except FutureTimeout:
-        raise _Timeout(limit[1]) from None
+        raise _Timeout() from None
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _failure(
+    models: PresetModels,
+    slot: Slot,
+    layer: int,
+    exc: Exception,
+    limit: tuple[float, float] | None,
+    started: float,
+) -> Outcome:
+    """A failed or timed-out outcome; a request timeout under a limit is the limit's."""
+    if limit is not None and (isinstance(exc, _Timeout) or _request_timed_out(exc)):
+        answer = _timed_out(slot, layer, limit[1], started)
+    else:
+        answer = _failed(slot, layer, exc, started)
+    return _finish(models, answer, call_usage("reference", slot.spec, None))
+
+
+def _request_timed_out(exc: Exception) -> bool:
+    # The aiohttp transport reports a dropped connection as a timeout too: look underneath.
+    openai = sys.modules.get("openai")
+    if openai is None or not isinstance(exc, openai.APITimeoutError):
+        return False
+    cause = _transport_cause(exc)
+    return cause is None or isinstance(cause, TimeoutError)
 
 
 def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:

@@ -8,8 +8,10 @@ checkpointer, so the graph is compiled without one.
 from __future__ import annotations
 
 from moa_graph.graph import build_studio_graph
+from moa_graph.providers import warm_up
 
 __all__ = ["graph"]
 
+warm_up()  # while the server starts, not in the first run
 graph = build_studio_graph().compile(name="moa")
 """The compiled MoA graph with `context_schema=MoAContext`, served as `moa`."""

@@ -1,0 +1,147 @@
+"""The lean reference call: one chat-completions POST through the model's own OpenAI client.
+
+References need no tools, no streaming and no structured output: messages in, text and usage
+out. Through `ChatOpenAI.ainvoke` one call costs ~2.5 ms of client CPU (LangChain's callback
+and config machinery, the OpenAI SDK's request transform and response models, a thread hop
+to build the result); posting the same JSON through the same OpenAI client (its timeouts, its
+retries honouring `Retry-After`, its error types and its HTTP pool) costs ~0.9 ms. On one
+event loop that CPU is serial, so it sits on the critical path of every fan-out
+(benchmarks/findings.md, fix 1).
+
+It is used only for references built from the provider table (a plain `ChatOpenAI` whose
+settings come from the `ModelSpec`), and only when no callback handler would see the call: a
+LangSmith tracer, `astream_events`, a usage callback or any handler the caller passed sends
+the reference through the model's own `ainvoke`, so what they observe is unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import AsyncCallbackManager, Callbacks
+from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
+from langchain_core.messages.ai import UsageMetadata
+from langchain_core.runnables.config import ensure_config
+from langgraph.pregel._messages import StreamMessagesHandler
+
+from moa_graph.config import ModelSpec
+
+if TYPE_CHECKING:
+    import openai
+    from openai._types import RequestOptions
+
+__all__ = ["apost", "is_observed", "post", "request_body"]
+
+_PATH = "/chat/completions"
+
+
+def is_observed(callbacks: Callbacks = None) -> bool:
+    """Whether a callback handler would see a model call made here.
+
+    `callbacks` are the caller's (None: the run's, from the LangChain context). LangGraph's
+    handler for `stream_mode="messages"` does not count: references are tagged `nostream`.
+    """
+    inherited = callbacks if callbacks is not None else ensure_config().get("callbacks")
+    manager = AsyncCallbackManager.configure(inherited, None, False)
+    return any(not isinstance(h, StreamMessagesHandler) for h in manager.handlers)
+
+
+def request_body(spec: ModelSpec, messages: Sequence[BaseMessage]) -> dict[str, Any]:
+    """The JSON `ChatOpenAI` would send for this spec (non-streaming, no tools)."""
+    body: dict[str, Any] = {
+        "model": spec.model,
+        "stream": False,
+        "messages": convert_to_openai_messages(list(messages)),
+    }
+    if spec.max_tokens is not None:
+        body["max_completion_tokens"] = spec.max_tokens
+    if spec.temperature is not None:
+        body["temperature"] = spec.temperature
+    return body
+
+
+async def apost(
+    client: openai.AsyncOpenAI,
+    spec: ModelSpec,
+    messages: Sequence[BaseMessage],
+    *,
+    timeout: float | None = None,
+) -> AIMessage:
+    """Ask one reference (async). `timeout` bounds the one attempt made (no retries).
+
+    Raises:
+        openai.APIError: Whatever the OpenAI client raises (after its own retries).
+        ValueError: The reply is not a chat completion (see `describe_error`).
+    """
+    raw = await client.post(
+        _PATH, body=request_body(spec, messages), cast_to=bytes, options=_options(timeout)
+    )
+    return _reply(raw)
+
+
+def post(
+    client: openai.OpenAI,
+    spec: ModelSpec,
+    messages: Sequence[BaseMessage],
+    *,
+    timeout: float | None = None,
+) -> AIMessage:
+    """Ask one reference (sync); see `apost`."""
+    raw = client.post(
+        _PATH, body=request_body(spec, messages), cast_to=bytes, options=_options(timeout)
+    )
+    return _reply(raw)
+
+
+def _options(timeout: float | None) -> RequestOptions:
+    # Under a time limit the one attempt gets the whole budget: a retry could not finish
+    # in time, and the limit's report ("timed out after ...") is clearer than a retry's.
+    options: RequestOptions = {}
+    if timeout is not None:
+        options = {"timeout": max(timeout, 0.001), "max_retries": 0}
+    return options
+
+
+def _reply(raw: bytes) -> AIMessage:
+    """The completion as the `AIMessage` `ChatOpenAI` would return (text, tool calls, usage).
+
+    A body without choices raises `KeyError`/`IndexError`, one that is not JSON
+    `json.JSONDecodeError`: `describe_error` names both a malformed response.
+    """
+    data = json.loads(raw)
+    message = data["choices"][0]["message"]
+    calls = message.get("tool_calls") or []
+    return AIMessage(
+        content=message.get("content") or "",
+        # References get no tools, so any call is unusable: kept raw, for the protocol check.
+        invalid_tool_calls=[
+            {
+                "type": "invalid_tool_call",
+                "name": (call.get("function") or {}).get("name"),
+                "args": (call.get("function") or {}).get("arguments"),
+                "id": call.get("id"),
+                "error": None,
+            }
+            for call in calls
+        ],
+        usage_metadata=_usage(data.get("usage")),
+        response_metadata={"model_name": data.get("model"), "model_provider": "openai"},
+    )
+
+
+def _usage(usage: dict[str, Any] | None) -> UsageMetadata | None:
+    if not usage:
+        return None
+    prompt, completion = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    # Details only where the provider gave them, as langchain-openai reports them.
+    return UsageMetadata(
+        input_tokens=prompt,
+        output_tokens=completion,
+        total_tokens=usage.get("total_tokens") or prompt + completion,
+        input_token_details={} if cached is None else {"cache_read": cached},
+        output_token_details={} if reasoning is None else {"reasoning": reasoning},
+    )

@@ -1,0 +1,114 @@
+"""Shared async HTTP clients: one per base URL and event loop, closed when the loop ends.
+
+Every built-in model reaches its provider through the OpenAI client. Under `ainvoke` the
+models of a base URL share one async HTTP client, by default the OpenAI client's aiohttp
+transport (`openai.DefaultAioHttpClient`): under load it costs about half the CPU of the
+default httpx transport, whose connection pool rescans every connection for every queued
+request (benchmarks/findings.md, fix 2).
+
+An async client's connections belong to the event loop that opened them, so clients are
+kept per loop: a graph reused by a second `asyncio.run` (a script, a notebook, a test) gets
+fresh ones. They are closed when their loop shuts down (`asyncio.run` and
+`asyncio.Runner` close a loop's async generators on the way out, and one of those closes
+the clients), or earlier with `aclose_http_clients()`. Sync calls use the OpenAI client's
+own httpx client and are not managed here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+__all__ = ["AsyncHttpClientFactory", "aclose_http_clients", "async_http_client", "closings"]
+
+AsyncHttpClientFactory = Callable[[str], Any]
+"""Makes the async HTTP client (an `httpx2.AsyncClient`, as the OpenAI client takes) for a
+base URL; called once per base URL and event loop."""
+
+
+class _LoopClients:
+    """The clients of one event loop, and the async generator that closes them."""
+
+    def __init__(self) -> None:
+        self.clients: dict[tuple[str, AsyncHttpClientFactory], Any] = {}
+        self.closer = _close_at_shutdown(self.clients)
+        # Run it to its `yield`: from now on the loop tracks it, and its shutdown
+        # (`loop.shutdown_asyncgens()`) resumes it to close the clients.
+        with contextlib.suppress(StopIteration):
+            self.closer.__anext__().send(None)
+
+
+_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
+    weakref.WeakKeyDictionary()
+)
+_closings = 0
+
+
+def closings() -> int:
+    """How many times `aclose_http_clients` has run.
+
+    Models holding a client from before the latest closing must be built again.
+    """
+    return _closings
+
+
+def async_http_client(
+    base_url: str, *, factory: AsyncHttpClientFactory | None = None
+) -> Any | None:
+    """The running loop's shared async HTTP client for `base_url` (None outside a loop).
+
+    Args:
+        base_url: The provider's base URL; models on the same URL share the client.
+        factory: Makes the client (default: `openai.DefaultAioHttpClient()`, the OpenAI
+            client's defaults with the aiohttp transport).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+    make = factory or _default_client
+    entry = _per_loop.get(loop)
+    if entry is None:
+        entry = _per_loop[loop] = _LoopClients()
+    key = (base_url, make)
+    client = entry.clients.get(key)
+    if client is None:
+        client = entry.clients[key] = make(base_url)
+    return client
+
+
+async def aclose_http_clients() -> None:
+    """Close the running loop's shared clients now (the next call opens new ones).
+
+    Call it where an application shuts down without ending its event loop (a server's
+    shutdown hook); `asyncio.run` needs nothing.
+    """
+    global _closings
+    _closings += 1
+    entry = _per_loop.get(asyncio.get_running_loop())
+    if entry is not None:
+        await _close(entry.clients)
+
+
+def _default_client(base_url: str) -> Any:
+    import openai  # with the first model: `import moa_graph` stays light
+
+    return openai.DefaultAioHttpClient()
+
+
+async def _close_at_shutdown(
+    clients: dict[tuple[str, AsyncHttpClientFactory], Any],
+) -> AsyncGenerator[None, None]:
+    try:
+        yield
+    finally:
+        await _close(clients)
+
+
+async def _close(clients: dict[tuple[str, AsyncHttpClientFactory], Any]) -> None:
+    closing = list(clients.values())
+    clients.clear()
+    await asyncio.gather(*(client.aclose() for client in closing), return_exceptions=True)

@@ -1,0 +1,149 @@
+"""Shared async HTTP clients: one per base URL and event loop, aiohttp by default, closed
+with their loop; a caller's own client factory is used instead when given."""
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import openai
+import pytest
+from langchain_core.messages import HumanMessage
+
+from moa_graph import ProviderSpec, aclose_http_clients, build_moa_graph
+from moa_graph.providers import default_model_factory
+from moa_graph.testing import StubServer
+from moa_graph.transport import async_http_client
+
+QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
+
+
+@pytest.fixture
+def other_stub() -> Iterator[StubServer]:
+    """A second stand-in: a second base URL."""
+    server = StubServer()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _config(url: str, *, second_url: str | None = None) -> dict:
+    providers = {"stub": {"base_url": url}}
+    gamma = {"provider": "stub", "model": "gamma"}
+    if second_url:
+        providers["other"] = {"base_url": second_url}
+        gamma = {"provider": "other", "model": "gamma"}
+    return {
+        "moa": {
+            "providers": providers,
+            "presets": {
+                "demo": {
+                    "reference_models": [
+                        {"provider": "stub", "model": "alpha"},
+                        {"provider": "stub", "model": "beta"},
+                        gamma,
+                    ],
+                    "aggregator": {"provider": "stub", "model": "boss"},
+                }
+            },
+        }
+    }
+
+
+def test_one_client_per_base_url_and_loop_closed_when_the_loop_ends():
+    async def clients() -> tuple[object, object, object]:
+        a, b = async_http_client("http://a.invalid/v1"), async_http_client("http://a.invalid/v1")
+        return a, b, async_http_client("http://b.invalid/v1")
+
+    first = asyncio.run(clients())
+    second = asyncio.run(clients())
+    assert first[0] is first[1] and first[0] is not first[2]
+    assert second[0] is not first[0]
+    assert isinstance(first[0], openai.DefaultAioHttpClient)
+    assert all(client.is_closed for client in (*first, *second))
+    assert async_http_client("http://a.invalid/v1") is None  # sync code has no shared client
+
+
+def test_models_on_one_base_url_share_a_client_made_by_the_callers_factory(stub, other_stub):
+    made: list[str] = []
+
+    def factory(base_url: str) -> openai.DefaultAsyncHttpxClient:
+        made.append(base_url)
+        return openai.DefaultAsyncHttpxClient()
+
+    graph = build_moa_graph(
+        "demo",
+        config=_config(stub.url, second_url=other_stub.url),
+        model_factory=default_model_factory(
+            {
+                "stub": ProviderSpec(base_url=stub.url),
+                "other": ProviderSpec(base_url=other_stub.url),
+            },
+            http_client=factory,
+        ),
+    ).compile()
+    for _ in range(2):
+        out = asyncio.run(graph.ainvoke(QUESTION))
+        assert [r["status"] for r in out["references"]] == ["ok", "ok", "ok"]
+    # alpha, beta and boss share the first URL's client; gamma has its own; per loop.
+    assert sorted(made) == sorted([stub.url, other_stub.url] * 2)
+    assert stub.stats() == {"alpha": 2, "beta": 2, "boss": 2}
+    assert other_stub.stats() == {"gamma": 2}
+
+
+async def test_aclose_http_clients_closes_now_and_the_next_call_reopens(stub):
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    await graph.ainvoke(QUESTION)
+    client = async_http_client(stub.url)
+    await aclose_http_clients()
+    assert client.is_closed
+    out = await graph.ainvoke(QUESTION)
+    assert [r["status"] for r in out["references"]] == ["ok", "ok", "ok"]
+    assert async_http_client(stub.url) is not client
+
+
+def test_no_unclosed_session_warnings_when_scripts_use_asyncio_run(stub):
+    script = textwrap.dedent(
+        f"""
+        import asyncio, gc, warnings
+        warnings.simplefilter("always")
+        from moa_graph import build_moa_graph
+        config = {_config(stub.url)!r}
+        graph = build_moa_graph("demo", config=config).compile()
+        for _ in range(2):
+            out = asyncio.run(graph.ainvoke({{"messages": [("user", "17 * 23?")]}}))
+            assert [r["status"] for r in out["references"]] == ["ok"] * 3
+        gc.collect()
+        print("ok")
+        """
+    )
+    done = subprocess.run(
+        [sys.executable, "-X", "dev", "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+    assert "Unclosed" not in done.stderr and "unclosed" not in done.stderr, done.stderr
+    assert stub.stats() == {"alpha": 2, "beta": 2, "gamma": 2, "boss": 2}
+
+
+def test_the_sync_path_keeps_working_next_to_async_runs(stub):
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    asyncio.run(graph.ainvoke(QUESTION))
+    out = graph.invoke(QUESTION)
+    assert [r["status"] for r in out["references"]] == ["ok", "ok", "ok"]
+
+
+def test_import_stays_light_and_warm_up_loads_the_client_stack():
+    script = (
+        "import sys, moa_graph\n"
+        "assert 'openai' not in sys.modules and 'langchain_openai' not in sys.modules\n"
+        "moa_graph.warm_up()\n"
+        "assert 'langchain_openai' in sys.modules and 'aiohttp' in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
