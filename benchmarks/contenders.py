@@ -408,7 +408,8 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "moa_graph",
             _AS_SHIPPED,
             _AS_SHIPPED,
-            "build_moa_graph(...).compile().ainvoke, no model_factory",
+            "build_moa_graph(...).compile().ainvoke, no model_factory (aiohttp shared per "
+            "base URL, references as one direct POST each)",
             lambda s: _MoAGraph(s, _Clients(None)),
             supports_deadline=True,
         ),
@@ -417,7 +418,8 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "moa_graph",
             "httpx (DefaultAsyncHttpxClient)",
             "per model",
-            "the graph with a model_factory giving each model its own httpx client",
+            "the graph with a model_factory giving each model its own httpx client and "
+            "references through ChatOpenAI.ainvoke (the default before fixes 1 and 2)",
             lambda s: _MoAGraph(s, _Clients("httpx", "per-model")),
         ),
         _info(
@@ -425,7 +427,8 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "moa_graph",
             "aiohttp (DefaultAioHttpClient)",
             "shared",
-            "the graph with a model_factory sharing one DefaultAioHttpClient per base URL",
+            "the graph with a model_factory sharing one DefaultAioHttpClient per base URL; "
+            "references through ChatOpenAI.ainvoke (the shipped transport without fix 1)",
             lambda s: _MoAGraph(s, _Clients("aiohttp")),
             supports_deadline=True,
         ),
@@ -451,7 +454,8 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "moa_graph",
             "aiohttp (DefaultAioHttpClient)",
             "shared",
-            "MoAChatModel with a model_factory sharing one DefaultAioHttpClient",
+            "MoAChatModel with a model_factory sharing one DefaultAioHttpClient; references "
+            "through ChatOpenAI.ainvoke",
             lambda s: _MoAChat(s, _Clients("aiohttp")),
             supports_deadline=True,
         ),

@@ -30,7 +30,6 @@ _CONCURRENCY = [
     "graph",
     "graph+httpx-per-model",
     "graph+aiohttp",
-    "graph+aiohttp-per-model",
     "chat-model",
     "chat-model+aiohttp",
 ]

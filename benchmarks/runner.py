@@ -117,7 +117,10 @@ def shipped_transport() -> str:
     from moa_graph import ModelSpec
     from moa_graph.providers import default_model_factory
 
-    model = default_model_factory()(ModelSpec(provider="vllm", model="probe"))
+    async def build() -> Any:  # models get their async client under an event loop
+        return default_model_factory()(ModelSpec(provider="vllm", model="probe"))
+
+    model = asyncio.run(build())
     client = getattr(getattr(model, "root_async_client", None), "_client", None)
     transport = type(getattr(client, "_transport", None)).__name__
     if "aiohttp" in transport.lower():
