@@ -67,22 +67,32 @@ def call_usage(role: Role, spec: ModelSpec, message: BaseMessage | None) -> Usag
 
 
 def add_usage(current: Usage | None, update: Usage | None) -> Usage:
-    """Reducer of `usage`: `None` starts a fresh turn, a `Usage` is added in."""
+    """Reducer of `usage`: `None` starts a fresh turn, a `Usage` is added in.
+
+    The work is the size of the update (one model per reference answer), not of the turn.
+    """
     if update is None:
         return {"models": {}, "total": _sum([])}
     if not current:
         return update
-    models = {key: ModelUsage(**value) for key, value in current["models"].items()}
+    models = dict(current["models"])
     for key, value in update["models"].items():
-        if key not in models:
-            models[key] = ModelUsage(**value)
-            continue
-        merged = models[key]
-        for count in _COUNTS:
-            merged[count] += value[count]  # type: ignore[literal-required]
-        if "cost_usd" in value:
-            merged["cost_usd"] = merged.get("cost_usd", 0.0) + value["cost_usd"]
-    return {"models": models, "total": _sum(list(models.values()))}
+        old = models.get(key)
+        models[key] = ModelUsage(**value) if old is None else {**old, **_added(old, value)}
+    return {"models": models, "total": _added(current["total"], update["total"])}
+
+
+def _added(a: UsageCounts, b: UsageCounts) -> UsageCounts:
+    """The counts of `a` and `b` summed; a cost when either has one."""
+    total = UsageCounts(
+        calls=a["calls"] + b["calls"],
+        input_tokens=a["input_tokens"] + b["input_tokens"],
+        output_tokens=a["output_tokens"] + b["output_tokens"],
+        cached_input_tokens=a["cached_input_tokens"] + b["cached_input_tokens"],
+    )
+    if "cost_usd" in a or "cost_usd" in b:
+        total["cost_usd"] = a.get("cost_usd", 0.0) + b.get("cost_usd", 0.0)
+    return total
 
 
 def format_usage(usage: Usage | None) -> str:

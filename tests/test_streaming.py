@@ -1,6 +1,8 @@
 """Streaming, progress events, run names and usage accounting, over HTTP to the stand-in."""
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from langchain.agents import create_agent
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
@@ -188,3 +190,49 @@ def test_prices_are_validated_in_config_files(stub):
     bad = _config(stub.url, alpha={"input_cost_per_mtok": "cheap"})
     with pytest.raises(ValueError, match=r"reference_models\[0\]\.input_cost_per_mtok"):
         load_config(bad)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["a", "b", "c"]),
+            st.integers(0, 10_000),
+            st.integers(0, 10_000),
+            st.one_of(st.none(), st.floats(0.1, 50.0)),
+        ),
+        max_size=12,
+    )
+)
+def test_the_usage_reducer_adds_up_whatever_the_order(calls):
+    from moa_graph.config import ModelSpec
+    from moa_graph.usage import add_usage, call_usage
+
+    usage = add_usage(None, None)
+    for model, tokens_in, tokens_out, price in calls:
+        spec = ModelSpec(provider="stub", model=model, input_cost_per_mtok=price)
+        reply = AIMessage(
+            "x",
+            usage_metadata={
+                "input_tokens": tokens_in,
+                "output_tokens": tokens_out,
+                "total_tokens": tokens_in + tokens_out,
+            },
+        )
+        before = repr(usage)
+        update = call_usage("reference", spec, reply)
+        merged = add_usage(usage, update)
+        assert repr(usage) == before  # the reducer leaves its inputs alone
+        usage = merged
+
+    assert usage["total"]["calls"] == len(calls)
+    assert usage["total"]["input_tokens"] == sum(c[1] for c in calls)
+    assert usage["total"]["output_tokens"] == sum(c[2] for c in calls)
+    for model in {c[0] for c in calls}:
+        mine = [c for c in calls if c[0] == model]
+        counted = usage["models"][f"reference stub:{model}"]
+        assert counted["calls"] == len(mine)
+        assert counted["input_tokens"] == sum(c[1] for c in mine)
+    priced = [c[1] * c[3] / 1e6 for c in calls if c[3] is not None]
+    assert ("cost_usd" in usage["total"]) == bool(priced)
+    if priced:
+        assert usage["total"]["cost_usd"] == pytest.approx(sum(priced))
