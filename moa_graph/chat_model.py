@@ -154,9 +154,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = self._cache.get(
-            call.key, lambda: call_panel(call.models, call.view, callbacks=call.callbacks)
-        )
+        advice, computed = self._cache.get(call.key, call.panel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
@@ -170,9 +168,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = await self._cache.aget(
-            call.key, lambda: acall_panel(call.models, call.view, callbacks=call.callbacks)
-        )
+        advice, computed = await self._cache.aget(call.key, call.apanel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
@@ -186,9 +182,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = self._cache.get(
-            call.key, lambda: call_panel(call.models, call.view, callbacks=call.callbacks)
-        )
+        advice, computed = self._cache.get(call.key, call.panel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             for chunk in aggregator.stream(agg_input, stop=stop or self.stop, config=config):
@@ -206,9 +200,7 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = await self._cache.aget(
-            call.key, lambda: acall_panel(call.models, call.view, callbacks=call.callbacks)
-        )
+        advice, computed = await self._cache.aget(call.key, call.apanel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             async for chunk in aggregator.astream(agg_input, stop=stop or self.stop, config=config):
@@ -232,12 +224,11 @@ class MoAChatModel(BaseChatModel):
         preset = models.preset
         step = 1 + sum(m.type == "ai" for m in messages[at + 1 :])
         turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
-        view, bucket, advised = turn, 0, 1
+        view, bucket, at_step = turn, 0, 1
         if preset.fanout_interval is not None and turn:
-            # A re-running schedule: one advice per run of `interval` steps, made on the
-            # first step of the run with the turn's tool activity in view, and placed there.
-            bucket = (step - 1) // preset.fanout_interval
-            advised = 1 + bucket * preset.fanout_interval
+            # A re-running schedule: one advice per run of `interval` steps, made (normally
+            # on the run's first step) with the turn's tool activity so far in view.
+            bucket, at_step = (step - 1) // preset.fanout_interval, step
             view = reference_messages(
                 messages,
                 tool_activity=True,
@@ -245,7 +236,7 @@ class MoAChatModel(BaseChatModel):
             )
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
-        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, advised)
+        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, at_step)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -276,7 +267,8 @@ class MoAChatModel(BaseChatModel):
 class _Call:
     """One call of `MoAChatModel`: its models, turn key, trimmed view and callbacks.
 
-    `advised` is the step of the turn the advice was made for: where its guidance goes.
+    `step` is the aggregator step of the turn this call is (1 under `per_turn`): advice made
+    now is placed there; advice from the cache stays where it was made (`Advice.step`).
     """
 
     def __init__(
@@ -286,14 +278,26 @@ class _Call:
         view: list[BaseMessage],
         callbacks: Callbacks,
         kwargs: dict[str, Any],
-        advised: int,
+        step: int,
     ) -> None:
         self.models = models
         self.key = key
         self.view = view
         self.callbacks = callbacks
-        self.advised = advised
+        self.step = step
         self._kwargs = kwargs
+
+    def panel(self) -> Advice:
+        """Run the references on this call's view (sync)."""
+        advice = call_panel(self.models, self.view, callbacks=self.callbacks)
+        advice.step = self.step
+        return advice
+
+    async def apanel(self) -> Advice:
+        """Run the references on this call's view (async)."""
+        advice = await acall_panel(self.models, self.view, callbacks=self.callbacks)
+        advice.step = self.step
+        return advice
 
     def aggregator(
         self, messages: list[BaseMessage], advice: Advice
@@ -313,7 +317,7 @@ class _Call:
         config = aggregator_config(
             self.models.preset.aggregator, stream=False, callbacks=self.callbacks
         )
-        return model, aggregator_input(messages, guidance, step=self.advised), config
+        return model, aggregator_input(messages, guidance, step=advice.step), config
 
     @contextmanager
     def errors(self) -> Iterator[None]:

@@ -21,18 +21,29 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.callbacks import AsyncCallbackManager, Callbacks
-from langchain_core.messages import AIMessage, BaseMessage, convert_to_openai_messages
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    SystemMessage,
+    convert_to_openai_messages,
+)
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.runnables.config import ensure_config
-from langgraph.pregel._messages import StreamMessagesHandler
+
+try:  # LangGraph's handler for stream_mode="messages" (a private module)
+    from langgraph.pregel._messages import StreamMessagesHandler as _MessagesHandler
+except ImportError:  # pragma: no cover - then every handler counts as watching
+    _MessagesHandler = ()  # type: ignore[assignment,misc]
 
 from moa_graph.config import ModelSpec
 
 if TYPE_CHECKING:
     import openai
+    from langchain_openai import ChatOpenAI
     from openai._types import RequestOptions
 
-__all__ = ["apost", "is_observed", "post", "request_body"]
+__all__ = ["apost", "is_observed", "post", "request_body", "speaks_plain_chat"]
 
 _PATH = "/chat/completions"
 
@@ -45,7 +56,22 @@ def is_observed(callbacks: Callbacks = None) -> bool:
     """
     inherited = callbacks if callbacks is not None else ensure_config().get("callbacks")
     manager = AsyncCallbackManager.configure(inherited, None, False)
-    return any(not isinstance(h, StreamMessagesHandler) for h in manager.handlers)
+    return any(not isinstance(h, _MessagesHandler) for h in manager.handlers)
+
+
+def speaks_plain_chat(model: ChatOpenAI, spec: ModelSpec) -> bool:
+    """Whether `model` sends exactly `request_body(spec, ...)` to `/chat/completions`.
+
+    `ChatOpenAI` adapts requests to some OpenAI models (the Responses API for some, no
+    `temperature` for reasoning models, `developer` for the system role of o-series): those
+    stay on `ChatOpenAI`. Asked once per model, with a probe conversation.
+    """
+    probe = [SystemMessage("probe"), HumanMessage("probe")]
+    try:
+        payload = model._get_request_payload(probe)
+        return not model._use_responses_api(payload) and payload == request_body(spec, probe)
+    except Exception:  # a langchain-openai without these (private) methods: stay on ainvoke
+        return False
 
 
 def request_body(spec: ModelSpec, messages: Sequence[BaseMessage]) -> dict[str, Any]:
@@ -68,15 +94,25 @@ async def apost(
     messages: Sequence[BaseMessage],
     *,
     timeout: float | None = None,
+    max_retries: int | None = None,
 ) -> AIMessage:
-    """Ask one reference (async). `timeout` bounds the one attempt made (no retries).
+    """Ask one reference (async).
+
+    Args:
+        client: The model's OpenAI client (`ChatOpenAI.root_async_client`).
+        spec: The reference's spec (model name and sampling settings).
+        messages: The advisor's input.
+        timeout: Each attempt's timeout (None: the client's own).
+        max_retries: Retries after a failed attempt (None: the client's own).
 
     Raises:
-        openai.APIError: Whatever the OpenAI client raises (after its own retries).
-        ValueError: The reply is not a chat completion (see `describe_error`).
+        openai.APIError: Whatever the OpenAI client raises (after its retries).
+        ValueError: The provider answered with an error instead of a completion.
+        KeyError: The reply is not a chat completion (`describe_error`: malformed).
     """
+    options = _options(timeout, max_retries)
     raw = await client.post(
-        _PATH, body=request_body(spec, messages), cast_to=bytes, options=_options(timeout)
+        _PATH, body=request_body(spec, messages), cast_to=bytes, options=options
     )
     return _reply(raw)
 
@@ -87,31 +123,36 @@ def post(
     messages: Sequence[BaseMessage],
     *,
     timeout: float | None = None,
+    max_retries: int | None = None,
 ) -> AIMessage:
     """Ask one reference (sync); see `apost`."""
-    raw = client.post(
-        _PATH, body=request_body(spec, messages), cast_to=bytes, options=_options(timeout)
-    )
+    options = _options(timeout, max_retries)
+    raw = client.post(_PATH, body=request_body(spec, messages), cast_to=bytes, options=options)
     return _reply(raw)
 
 
-def _options(timeout: float | None) -> RequestOptions:
-    # Under a time limit the one attempt gets the whole budget: a retry could not finish
-    # in time, and the limit's report ("timed out after ...") is clearer than a retry's.
+def _options(timeout: float | None, max_retries: int | None) -> RequestOptions:
     options: RequestOptions = {}
     if timeout is not None:
-        options = {"timeout": max(timeout, 0.001), "max_retries": 0}
+        options["timeout"] = max(timeout, 0.001)
+    if max_retries is not None:
+        options["max_retries"] = max_retries
     return options
 
 
 def _reply(raw: bytes) -> AIMessage:
     """The completion as the `AIMessage` `ChatOpenAI` would return (text, tool calls, usage).
 
-    A body without choices raises `KeyError`/`IndexError`, one that is not JSON
-    `json.JSONDecodeError`: `describe_error` names both a malformed response.
+    An error object instead of a completion raises `ValueError` with the provider's message
+    (as `ChatOpenAI` does); a body without a message raises `KeyError`/`IndexError`, one
+    that is not JSON `json.JSONDecodeError`: `describe_error` names those malformed.
     """
     data = json.loads(raw)
+    if isinstance(data, dict) and data.get("error") and not data.get("choices"):
+        raise ValueError(data["error"])
     message = data["choices"][0]["message"]
+    if not isinstance(message, dict):
+        raise KeyError("choices[0].message")
     calls = message.get("tool_calls") or []
     return AIMessage(
         content=message.get("content") or "",

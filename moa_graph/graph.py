@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
+from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
-from langgraph._internal._runnable import RunnableCallable
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
 from langgraph.prebuilt import tools_condition
@@ -31,6 +31,11 @@ from moa_graph.nodes import MoANodes
 from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ContextPreset, FixedPreset, PresetResolver
 from moa_graph.state import MoAState
+
+try:  # what LangGraph's own ToolNode is built on (a private module: guarded)
+    from langgraph._internal._runnable import RunnableCallable
+except ImportError:  # pragma: no cover - a LangGraph without it: the public, slower wrapper
+    RunnableCallable = None  # type: ignore[assignment,misc]
 
 __all__ = [
     "ConfigSource",
@@ -158,7 +163,7 @@ def _moa_graph(
 
 def _node(
     func: Callable[..., Any], afunc: Callable[..., Awaitable[Any]], *, router: bool = False
-) -> RunnableCallable:
+) -> Runnable[Any, Any]:
     """A node (or router) with a sync and an async body, called directly.
 
     LangGraph already traces each node as a run of its own; `RunnableLambda` would open a
@@ -167,6 +172,8 @@ def _node(
     own `ToolNode` is built on. A router is traced: LangGraph runs it outside the node's
     run context, and its run is what gives it one (the resolver reads the run's context).
     """
+    if RunnableCallable is None:  # pragma: no cover
+        return RunnableLambda(func, afunc=afunc)
     return RunnableCallable(func, afunc, trace=router, recurse=False)
 
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage
@@ -19,9 +18,13 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.tools import BaseTool
 from langgraph.constants import TAG_NOSTREAM
 
+from moa_graph import direct
 from moa_graph.config import ModelSpec, Preset, ProviderSpec
 from moa_graph.providers import ModelFactory, ProviderTableFactory, default_model_factory
 from moa_graph.transport import closings
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
 
 __all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels", "Slot", "reference_slots"]
 
@@ -57,6 +60,7 @@ def reference_slots(preset: Preset) -> list[Slot]:
 class _Built:
     closings: int = 0
     references: dict[int, BaseChatModel] = field(default_factory=dict)
+    direct: dict[int, bool] = field(default_factory=dict)
     aggregator: BaseChatModel | None = None
     acting: Runnable[LanguageModelInput, BaseMessage] | None = None
 
@@ -88,9 +92,7 @@ class PresetModels:
         self._reference_factory = reference_factory
         self._aggregator_factory = aggregator_factory
         self._sync = _Built()
-        self._per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Built] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._per_loop: dict[asyncio.AbstractEventLoop, _Built] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -118,6 +120,26 @@ class PresetModels:
                 spec = self.preset.reference_models[index]
                 built.references[index] = self._reference_factory(spec)
             return built.references[index]
+
+    def direct_reference(self, index: int) -> ChatOpenAI | None:
+        """The model of `reference_models[index]` if it may be asked with one direct POST.
+
+        That is a plain `ChatOpenAI` from the provider table that sends the chat-completions
+        request `moa_graph.direct` would (decided once per model); else None.
+        """
+        model = self.reference(index)
+        if not self.direct_references:
+            return None
+        from langchain_openai import ChatOpenAI  # imported: the provider table built `model`
+
+        with self._lock:
+            built = self._built()
+            if index not in built.direct:
+                spec = self.preset.reference_models[index]
+                built.direct[index] = type(model) is ChatOpenAI and direct.speaks_plain_chat(
+                    model, spec
+                )
+            return model if built.direct[index] else None  # type: ignore[return-value]
 
     def aggregator(self) -> BaseChatModel:
         """The aggregator model, without tools bound."""
@@ -148,6 +170,9 @@ class PresetModels:
         built = self._per_loop.get(loop)
         if built is None or built.closings != closings():
             # New loop, or its shared HTTP clients were closed (`aclose_http_clients`).
+            # Models hold their loop (through their HTTP client): forget closed loops.
+            for old in [old for old in self._per_loop if old.is_closed()]:
+                del self._per_loop[old]
             built = self._per_loop[loop] = _Built(closings())
         return built
 

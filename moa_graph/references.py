@@ -19,10 +19,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.callbacks import Callbacks
-from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
@@ -87,6 +86,8 @@ class Advice:
     answers: list[ReferenceAnswer] = field(default_factory=list)
     usage: Usage | None = None
     raw: dict[str, str] = field(default_factory=dict)
+    step: int = 1
+    """The aggregator step of the turn the panel ran at: where its guidance goes."""
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
         """Take in one layer's outcomes, in preset order."""
@@ -135,22 +136,22 @@ def call_reference(
     if slot.spec.provider == "moa":
         return _finish(models, _skipped(slot, layer), None)
     _started(slot, layer)
-    limit = _limit(models.preset, slot, task)
+    limit, plan = _limit(models.preset, slot, task), _Plan()
     started = time.perf_counter()
     try:
         model = models.reference(slot.model_index)
         started = time.perf_counter()  # the call's latency, not the client's construction
-        messages, client = _advisor_input(task), _direct_client(models, model, callbacks)
-        if client is not None:
-            budget = _budget(limit)
-            call = partial(direct.post, client.root_client, slot.spec, messages, timeout=budget)
-            wait = None if budget is None else budget + _BACKSTOP_GRACE_S
+        messages, lean = _advisor_input(task), _lean(models, slot, callbacks)
+        plan = _plan(limit, lean)
+        call: Callable[[], BaseMessage]
+        if lean is not None:
+            client = lean.root_client
+            call = partial(direct.post, client, slot.spec, messages, **plan.request)
         else:
-            config = _config(slot, layer, callbacks)
-            call, wait = partial(model.invoke, messages, config=config), _budget(limit)
-        reply = call() if wait is None else _within(wait, call)
+            call = partial(model.invoke, messages, config=_config(slot, layer, callbacks))
+        reply = call() if plan.wait is None else _within(plan.wait, call)
     except Exception as exc:
-        return _failure(models, slot, layer, exc, limit, started)
+        return _failure(models, slot, layer, exc, limit, plan, started)
     return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
@@ -162,27 +163,27 @@ async def acall_reference(
     if slot.spec.provider == "moa":
         return _finish(models, _skipped(slot, layer), None)
     _started(slot, layer)
-    limit = _limit(models.preset, slot, task)
+    limit, plan = _limit(models.preset, slot, task), _Plan()
     started = time.perf_counter()
     try:
         model = models.reference(slot.model_index)
         started = time.perf_counter()
-        messages, client = _advisor_input(task), _direct_client(models, model, callbacks)
-        if client is not None:
-            # The budget is the request's own timeout: an answer already on the socket is
-            # read even when the event loop is busy; the wait is only a backstop.
-            budget = _budget(limit)
-            call = direct.apost(client.root_async_client, slot.spec, messages, timeout=budget)
-            wait = None if budget is None else budget + _BACKSTOP_GRACE_S
+        messages, lean = _advisor_input(task), _lean(models, slot, callbacks)
+        plan = _plan(limit, lean)
+        if lean is not None:
+            client = lean.root_async_client
+            call = direct.apost(client, slot.spec, messages, **plan.request)
         else:
             call = model.ainvoke(messages, config=_config(slot, layer, callbacks))
-            wait = _budget(limit)
-        try:
-            reply = await (call if wait is None else asyncio.wait_for(call, timeout=wait))
-        except TimeoutError:
-            raise _Timeout() from None
+        if plan.wait is None:
+            reply = await call
+        else:
+            try:
+                reply = await asyncio.wait_for(call, timeout=plan.wait)
+            except TimeoutError:
+                raise _Timeout() from None
     except Exception as exc:
-        return _failure(models, slot, layer, exc, limit, started)
+        return _failure(models, slot, layer, exc, limit, plan, started)
     return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
 
 
@@ -267,49 +268,87 @@ def _transport_cause(exc: BaseException) -> BaseException | None:
     openai = sys.modules.get("openai")  # not imported until a model is built
     if openai is None or not isinstance(exc, openai.APIConnectionError):
         return None
-    root: BaseException = exc
-    seen = {id(exc)}
-    while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
-        root, seen = nxt, seen | {id(nxt)}
-    return None if root is exc or not str(root).strip() else root
+    causes = [link for link in _chain(exc)[1:] if not isinstance(link, asyncio.CancelledError)]
+    return causes[-1] if causes and str(causes[-1]).strip() else None
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions under it (`__cause__`, else `__context__`), outermost first."""
+    links = [exc]
+    while (under := links[-1].__cause__ or links[-1].__context__) is not None:
+        if any(under is link for link in links):
+            break
+        links.append(under)
+    return links
 
 
 class _Timeout(Exception):
     """The slot's time limit ran out."""
 
 
-def _limit(preset: Preset, slot: Slot, task: ReferenceTask) -> tuple[float, float] | None:
-    """(seconds left, the limit to report) under the slot's timeout and the fan-out deadline."""
+@dataclass(frozen=True)
+class _Limit:
+    """How long a slot may still take, under its timeout and its fan-out's deadline."""
+
+    left: float
+    reported: float
+    """The limit to name in the answer (`timed out after ...`)."""
+    deadline: bool
+    """A fan-out deadline applies: its answers must be in by then, so one attempt."""
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one call is bounded."""
+
+    request: dict[str, Any] = field(default_factory=dict)
+    """`timeout` / `max_retries` for a direct request (empty: the client's own)."""
+    wait: float | None = None
+    """How long the whole call is awaited (None: until it ends)."""
+    limited_request: bool = False
+    """The request's timeout is the time left: its timing out is the limit's."""
+
+
+def _limit(preset: Preset, slot: Slot, task: ReferenceTask) -> _Limit | None:
     limits: list[tuple[float, float]] = []
     if slot.spec.reference_timeout_s is not None:
         timeout = slot.spec.reference_timeout_s
         limits.append((timeout, timeout))
-    deadline_at = task.get("deadline_at")
-    if deadline_at is not None and preset.references_deadline_s is not None:
-        limits.append((deadline_at - time.time(), preset.references_deadline_s))
-    return min(limits) if limits else None
+    deadline_at, deadline = task.get("deadline_at"), preset.references_deadline_s
+    if deadline_at is not None and deadline is not None:
+        limits.append((deadline_at - time.time(), deadline))
+    if not limits:
+        return None
+    left, reported = min(limits)
+    return _Limit(left, reported, deadline=deadline_at is not None and deadline is not None)
 
 
-def _budget(limit: tuple[float, float] | None) -> float | None:
-    """Seconds the call may take; raises `_Timeout` when none are left."""
+def _plan(limit: _Limit | None, lean: ChatOpenAI | None) -> _Plan:
+    """Bound a call by its limit; raises `_Timeout` when no time is left.
+
+    A direct request gets the time left as its own timeout (unless its model's timeout is
+    shorter), so an answer already on the socket is read even when the event loop is busy;
+    waiting is only a backstop then. Under a fan-out deadline it is one attempt (a retry
+    could not finish in time). A call through `ChatOpenAI` is simply awaited for the time left.
+    """
     if limit is None:
-        return None
-    if limit[0] <= 0:
+        return _Plan()
+    if limit.left <= 0:
         raise _Timeout()
-    return limit[0]
+    if lean is None:
+        return _Plan(wait=limit.left)
+    own = lean.request_timeout if isinstance(lean.request_timeout, int | float) else None
+    request: dict[str, Any] = {"timeout": limit.left if own is None else min(own, limit.left)}
+    if limit.deadline:
+        request["max_retries"] = 0
+    wait = limit.left + _BACKSTOP_GRACE_S if limit.deadline else limit.left
+    return _Plan(request, wait, limited_request=request["timeout"] == limit.left)
 
 
-def _direct_client(
-    models: PresetModels, model: BaseChatModel, callbacks: Callbacks
-) -> ChatOpenAI | None:
+def _lean(models: PresetModels, slot: Slot, callbacks: Callbacks) -> ChatOpenAI | None:
     """The `ChatOpenAI` to ask with one direct POST (`moa_graph.direct`), if it may be."""
-    if not models.direct_references:
-        return None
-    from langchain_openai import ChatOpenAI  # imported by then: the factory built `model`
-
-    if type(model) is not ChatOpenAI or direct.is_observed(callbacks):
-        return None
-    return model
+    lean = models.direct_reference(slot.model_index)
+    return None if lean is None or direct.is_observed(callbacks) else lean
 
 
 def _within(seconds: float, call: Callable[[], _T]) -> _T:
@@ -327,24 +366,26 @@ def _failure(
     slot: Slot,
     layer: int,
     exc: Exception,
-    limit: tuple[float, float] | None,
+    limit: _Limit | None,
+    plan: _Plan,
     started: float,
 ) -> Outcome:
-    """A failed or timed-out outcome; a request timeout under a limit is the limit's."""
-    if limit is not None and (isinstance(exc, _Timeout) or _request_timed_out(exc)):
-        answer = _timed_out(slot, layer, limit[1], started)
+    """A failed or timed-out outcome: timed out when the slot's limit is what ran out."""
+    timed_out = isinstance(exc, _Timeout) or (plan.limited_request and _request_timed_out(exc))
+    if limit is not None and timed_out:
+        answer = _timed_out(slot, layer, limit.reported, started)
     else:
         answer = _failed(slot, layer, exc, started)
     return _finish(models, answer, call_usage("reference", slot.spec, None))
 
 
 def _request_timed_out(exc: Exception) -> bool:
-    # The aiohttp transport reports a dropped connection as a timeout too: look underneath.
+    # The aiohttp transport reports a dropped connection as a timeout too: a real timeout
+    # has a TimeoutError (socket, aiohttp or anyio) somewhere under the client's error.
     openai = sys.modules.get("openai")
     if openai is None or not isinstance(exc, openai.APITimeoutError):
         return False
-    cause = _transport_cause(exc)
-    return cause is None or isinstance(cause, TimeoutError)
+    return any(isinstance(link, TimeoutError) for link in _chain(exc)[1:])
 
 
 def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:

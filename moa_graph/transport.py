@@ -10,15 +10,15 @@ An async client's connections belong to the event loop that opened them, so clie
 kept per loop: a graph reused by a second `asyncio.run` (a script, a notebook, a test) gets
 fresh ones. They are closed when their loop shuts down (`asyncio.run` and
 `asyncio.Runner` close a loop's async generators on the way out, and one of those closes
-the clients), or earlier with `aclose_http_clients()`. Sync calls use the OpenAI client's
-own httpx client and are not managed here.
+the clients), or earlier with `aclose_http_clients()`; a loop closed without
+`shutdown_asyncgens()` (a bare `loop.close()`) cannot close them, so call that first there.
+Sync calls use the OpenAI client's own httpx client and are not managed here.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -32,18 +32,19 @@ base URL; called once per base URL and event loop."""
 class _LoopClients:
     """The clients of one event loop, and the async generator that closes them."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clients: dict[tuple[str, AsyncHttpClientFactory], Any] = {}
-        self.closer = _close_at_shutdown(self.clients)
+        self.closer = _close_at_shutdown(loop, self.clients)
         # Run it to its `yield`: from now on the loop tracks it, and its shutdown
         # (`loop.shutdown_asyncgens()`) resumes it to close the clients.
         with contextlib.suppress(StopIteration):
             self.closer.__anext__().send(None)
 
 
-_per_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopClients] = (
-    weakref.WeakKeyDictionary()
-)
+_per_loop: dict[asyncio.AbstractEventLoop, _LoopClients] = {}
+"""A plain dict: an entry holds its loop anyway (the closer's finaliser is the loop's). It is
+removed when the loop shuts down, or, for a loop closed without `shutdown_asyncgens`, when
+the next loop gets clients."""
 _closings = 0
 
 
@@ -72,7 +73,9 @@ def async_http_client(
     make = factory or _default_client
     entry = _per_loop.get(loop)
     if entry is None:
-        entry = _per_loop[loop] = _LoopClients()
+        for closed in [old for old in _per_loop if old.is_closed()]:
+            del _per_loop[closed]  # its clients cannot be closed any more; aiohttp warns
+        entry = _per_loop[loop] = _LoopClients(loop)
     key = (base_url, make)
     client = entry.clients.get(key)
     if client is None:
@@ -100,11 +103,12 @@ def _default_client(base_url: str) -> Any:
 
 
 async def _close_at_shutdown(
-    clients: dict[tuple[str, AsyncHttpClientFactory], Any],
+    loop: asyncio.AbstractEventLoop, clients: dict[tuple[str, AsyncHttpClientFactory], Any]
 ) -> AsyncGenerator[None, None]:
     try:
         yield
     finally:
+        _per_loop.pop(loop, None)
         await _close(clients)
 
 

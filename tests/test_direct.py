@@ -7,11 +7,13 @@ import time
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler, get_usage_metadata_callback
-from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from moa_graph import ModelSpec, ProviderSpec, build_moa_graph
-from moa_graph.direct import apost, is_observed, post
+from moa_graph import MoAChatModel, ModelSpec, ProviderSpec, build_moa_graph, direct
+from moa_graph.direct import apost, is_observed, post, speaks_plain_chat
+from moa_graph.prompts import GUIDANCE_TITLE
 from moa_graph.providers import default_model_factory
+from tests.fakes import FakeChatModel
 
 VIEW = [
     SystemMessage("Advise briefly."),
@@ -60,12 +62,12 @@ def test_a_tool_call_reply_is_kept_for_the_protocol_check(stub):
     assert reply.invalid_tool_calls and reply.invalid_tool_calls[0]["name"]
 
 
-def test_a_time_budget_is_one_attempt(stub):
+def test_a_request_gets_the_timeout_and_retries_it_is_given(stub):
     stub.configure({"alpha": {"latency": 5}})
     spec, model = _model(stub.url, max_retries=2)
     started = time.monotonic()
     with pytest.raises(Exception, match="timed out"):
-        post(model.root_client, spec, [HumanMessage("hi")], timeout=0.3)
+        post(model.root_client, spec, [HumanMessage("hi")], timeout=0.3, max_retries=0)
     assert time.monotonic() - started < 1.5
     assert stub.stats() == {"alpha": 1}
 
@@ -106,7 +108,110 @@ async def test_usage_callbacks_count_the_references(stub):
     assert usage.usage_metadata["beta"]["input_tokens"] > 0
 
 
-async def test_under_load_the_deadline_keeps_answers_that_arrived_in_time(stub):
+@pytest.fixture
+def direct_calls(monkeypatch) -> list[str]:
+    """Models asked through `moa_graph.direct` (a spy: the call goes through unchanged)."""
+    seen: list[str] = []
+    real = direct.apost
+
+    async def spy(client, spec, messages, **options):
+        seen.append(spec.model)
+        return await real(client, spec, messages, **options)
+
+    monkeypatch.setattr(direct, "apost", spy)
+    return seen
+
+
+async def test_references_are_asked_directly_unless_a_handler_watches(stub, direct_calls):
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    await graph.ainvoke(QUESTION)
+    assert sorted(direct_calls) == ["alpha", "beta"]
+
+    direct_calls.clear()
+    recorder = _Recorder()
+    out = await graph.ainvoke(QUESTION, {"callbacks": [recorder]})
+    assert direct_calls == []
+    assert [r["status"] for r in out["references"]] == ["ok", "ok"]
+
+
+@pytest.mark.parametrize(
+    ("model", "settings", "plain"),
+    [
+        ("alpha", {"temperature": 0.3, "max_tokens": 50}, True),
+        ("gpt-4.1", {"temperature": 0.2}, True),
+        ("gpt-5.5", {"temperature": 0.7}, False),  # ChatOpenAI drops the temperature
+        ("o3", {}, False),  # ChatOpenAI sends the system prompt as `developer`
+        ("gpt-5.5-pro", {}, False),  # ChatOpenAI uses the Responses API
+    ],
+)
+def test_models_chatopenai_adapts_requests_for_stay_on_chatopenai(model, settings, plain):
+    spec = ModelSpec(provider="stub", model=model, **settings)
+    chat = default_model_factory({"stub": ProviderSpec(base_url="http://127.0.0.1:9/v1")})(spec)
+    assert speaks_plain_chat(chat, spec) is plain
+
+
+async def test_an_adapted_model_is_asked_through_chatopenai(stub, direct_calls):
+    graph = build_moa_graph("demo", config=_config(stub.url, refs=("alpha", "o3"))).compile()
+    out = await graph.ainvoke(QUESTION)
+    assert [r["status"] for r in out["references"]] == ["ok", "ok"]
+    assert direct_calls == ["alpha"]
+    assert stub.requests("o3")[0]["messages"][0]["role"] == "developer"
+    assert stub.requests("alpha")[0]["messages"][0]["role"] == "system"
+
+
+async def test_a_models_own_shorter_timeout_is_its_own_failure_not_the_slot_limit(stub):
+    stub.configure({"beta": {"latency": 3}})
+    beta = {"provider": "stub", "model": "beta", "timeout": 0.3, "max_retries": 0}
+    config = _config(stub.url)
+    config["moa"]["presets"]["demo"]["reference_models"][1] = beta | {"reference_timeout_s": 30}
+    started = time.monotonic()
+    out = await build_moa_graph("demo", config=config).compile().ainvoke(QUESTION)
+    beta_answer = out["references"][1]
+    assert beta_answer["status"] == "failed"
+    assert "Request timed out" in beta_answer["text"], beta_answer["text"]
+    assert "30" not in beta_answer["text"]
+    assert time.monotonic() - started < 2.5
+
+
+async def test_a_timeout_error_from_a_model_without_a_limit_is_reported_as_it_is():
+    def factory(spec):
+        if spec.model == "beta":
+            return FakeChatModel(script=[TimeoutError("upstream gateway timeout")])
+        return FakeChatModel(label=spec.model)
+
+    graph = build_moa_graph("demo", config=_config("http://127.0.0.1:9/v1"), model_factory=factory)
+    out = await graph.compile().ainvoke(QUESTION)
+    beta = out["references"][1]
+    assert beta["status"] == "failed"
+    assert beta["text"] == "[failed: TimeoutError: upstream gateway timeout]"
+    assert beta["error_type"] == "TimeoutError"
+
+
+def test_an_error_body_is_reported_with_the_providers_message():
+    with pytest.raises(ValueError, match="overloaded"):
+        direct._reply(b'{"error": {"message": "overloaded", "code": 529}}')
+    with pytest.raises(KeyError):
+        direct._reply(b'{"choices": [{"message": null}]}')
+
+
+def test_advice_made_mid_bucket_is_placed_where_it_was_made(stub):
+    # MoAChatModel asked first at step 2 of an every_n:2 run (no cached advice, say after a
+    # restart): its references saw the tool result, so the guidance goes after it.
+    config = _config(stub.url, fanout="every_n:2")
+    conversation = [
+        HumanMessage("What is 17 * 23?"),
+        AIMessage(
+            "", tool_calls=[{"name": "calculator", "args": {"expression": "17*23"}, "id": "c1"}]
+        ),
+        ToolMessage("391", tool_call_id="c1"),
+    ]
+    MoAChatModel(preset="demo", config=config).invoke(conversation)
+    sent = stub.requests("boss")[0]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    assert sent[-1]["content"].startswith(GUIDANCE_TITLE)
+
+
+async def test_under_load_the_deadline_keeps_answers_that_arrived_in_time(stub, direct_calls):
     # Ten turns at once on one event loop, 8 references each, one a 10 s straggler, 1 s
     # deadline: the loop is busy, but a healthy answer (200 ms) is on the socket long before
     # the deadline and must be kept; the straggler alone is cut.
@@ -123,6 +228,7 @@ async def test_under_load_the_deadline_keeps_answers_that_arrived_in_time(stub):
         statuses = {r["label"]: r["status"] for r in out["references"]}
         assert statuses == {f"stub:{name}": "ok" for name in refs} | {"stub:slow": "failed"}
     assert elapsed < 8, elapsed  # the stragglers were cut, not awaited
+    assert len(direct_calls) == 80  # the path under test: requests with their own timeout
 
 
 def _config(url: str, *, refs=("alpha", "beta"), **preset: object) -> dict:

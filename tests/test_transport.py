@@ -2,9 +2,11 @@
 with their loop; a caller's own client factory is used instead when given."""
 
 import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
+import weakref
 from collections.abc import Iterator
 
 import openai
@@ -147,3 +149,16 @@ def test_import_stays_light_and_warm_up_loads_the_client_stack():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_finished_event_loops_are_not_kept_alive(stub):
+    # A server calling asyncio.run per request must not accumulate dead loops and clients.
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    loops = []
+    for _ in range(3):
+        with asyncio.Runner() as runner:
+            loops.append(weakref.ref(runner.get_loop()))
+            out = runner.run(graph.ainvoke(QUESTION))
+            assert [r["status"] for r in out["references"]] == ["ok"] * 3
+    gc.collect()
+    assert [loop() is None for loop in loops[:2]] == [True, True]
