@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from langchain_core.callbacks import Callbacks
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
@@ -132,49 +133,35 @@ def call_reference(
     models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
 ) -> Outcome:
     """Run one slot (sync). A timeout stops the wait; the abandoned call ends on its own."""
-    slot, layer = models.slots[task["index"]], task.get("layer", 1)
-    if slot.spec.provider == "moa":
-        return _finish(models, _skipped(slot, layer), None)
-    _started(slot, layer)
-    limit, plan = _limit(models.preset, slot, task), _Plan()
-    started = time.perf_counter()
+    attempt = _Attempt(models, task, callbacks)
+    if attempt.skipped is not None:
+        return attempt.skipped
     try:
-        model = models.reference(slot.model_index)
-        started = time.perf_counter()  # the call's latency, not the client's construction
-        messages, lean = _advisor_input(task), _lean(models, slot, callbacks)
-        plan = _plan(limit, lean)
+        model, messages, lean, plan = attempt.prepare()
         call: Callable[[], BaseMessage]
         if lean is not None:
-            client = lean.root_client
-            call = partial(direct.post, client, slot.spec, messages, **plan.request)
+            call = partial(direct.post, lean.root_client, attempt.spec, messages, **plan.request)
         else:
-            call = partial(model.invoke, messages, config=_config(slot, layer, callbacks))
+            call = partial(model.invoke, messages, config=attempt.config())
         reply = call() if plan.wait is None else _within(plan.wait, call)
     except Exception as exc:
-        return _failure(models, slot, layer, exc, limit, plan, started)
-    return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
+        return attempt.failed(exc)
+    return attempt.answered(reply)
 
 
 async def acall_reference(
     models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
 ) -> Outcome:
     """Run one slot (async). A timeout cancels the request."""
-    slot, layer = models.slots[task["index"]], task.get("layer", 1)
-    if slot.spec.provider == "moa":
-        return _finish(models, _skipped(slot, layer), None)
-    _started(slot, layer)
-    limit, plan = _limit(models.preset, slot, task), _Plan()
-    started = time.perf_counter()
+    attempt = _Attempt(models, task, callbacks)
+    if attempt.skipped is not None:
+        return attempt.skipped
     try:
-        model = models.reference(slot.model_index)
-        started = time.perf_counter()
-        messages, lean = _advisor_input(task), _lean(models, slot, callbacks)
-        plan = _plan(limit, lean)
+        model, messages, lean, plan = attempt.prepare()
         if lean is not None:
-            client = lean.root_async_client
-            call = direct.apost(client, slot.spec, messages, **plan.request)
+            call = direct.apost(lean.root_async_client, attempt.spec, messages, **plan.request)
         else:
-            call = model.ainvoke(messages, config=_config(slot, layer, callbacks))
+            call = model.ainvoke(messages, config=attempt.config())
         if plan.wait is None:
             reply = await call
         else:
@@ -183,8 +170,8 @@ async def acall_reference(
             except TimeoutError:
                 raise _Timeout() from None
     except Exception as exc:
-        return _failure(models, slot, layer, exc, limit, plan, started)
-    return _finish(models, _answered(slot, layer, reply, started), _usage(slot, reply))
+        return attempt.failed(exc)
+    return attempt.answered(reply)
 
 
 def call_panel(
@@ -361,22 +348,50 @@ def _within(seconds: float, call: Callable[[], _T]) -> _T:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _failure(
-    models: PresetModels,
-    slot: Slot,
-    layer: int,
-    exc: Exception,
-    limit: _Limit | None,
-    plan: _Plan,
-    started: float,
-) -> Outcome:
-    """A failed or timed-out outcome: timed out when the slot's limit is what ran out."""
-    timed_out = isinstance(exc, _Timeout) or (plan.limited_request and _request_timed_out(exc))
-    if limit is not None and timed_out:
-        answer = _timed_out(slot, layer, limit.reported, started)
-    else:
-        answer = _failed(slot, layer, exc, started)
-    return _finish(models, answer, call_usage("reference", slot.spec, None))
+class _Attempt:
+    """One slot's call, shared by the sync and async runners: its start, bound and outcome.
+
+    A `moa` reference is `skipped` at once; otherwise its start is announced here.
+    """
+
+    def __init__(self, models: PresetModels, task: ReferenceTask, callbacks: Callbacks) -> None:
+        self.models, self.task, self.callbacks = models, task, callbacks
+        self.slot, self.layer = models.slots[task["index"]], task.get("layer", 1)
+        self.spec = self.slot.spec
+        self.skipped: Outcome | None = None
+        if self.spec.provider == "moa":
+            self.skipped = _finish(models, _skipped(self.slot, self.layer), None)
+            return
+        _started(self.slot, self.layer)
+        self.limit, self.plan = _limit(models.preset, self.slot, task), _Plan()
+        self.started = time.perf_counter()
+
+    def prepare(self) -> tuple[BaseChatModel, list[BaseMessage], ChatOpenAI | None, _Plan]:
+        """The model, its input, the `ChatOpenAI` to ask directly (if any) and the bound."""
+        model = self.models.reference(self.slot.model_index)
+        self.started = time.perf_counter()  # the call's latency, not the model's construction
+        lean = _lean(self.models, self.slot, self.callbacks)
+        self.plan = _plan(self.limit, lean)
+        return model, _advisor_input(self.task), lean, self.plan
+
+    def config(self) -> RunnableConfig:
+        """The run config of a call through the model (`moa_reference:<label>`, tags)."""
+        return _config(self.slot, self.layer, self.callbacks)
+
+    def answered(self, reply: BaseMessage) -> Outcome:
+        """The outcome of a reply."""
+        answer = _answered(self.slot, self.layer, reply, self.started)
+        return _finish(self.models, answer, _usage(self.slot, reply))
+
+    def failed(self, exc: Exception) -> Outcome:
+        """A failed or timed-out outcome: timed out when the slot's limit is what ran out."""
+        plan = self.plan
+        timed_out = isinstance(exc, _Timeout) or (plan.limited_request and _request_timed_out(exc))
+        if self.limit is not None and timed_out:
+            answer = _timed_out(self.slot, self.layer, self.limit.reported, self.started)
+        else:
+            answer = _failed(self.slot, self.layer, exc, self.started)
+        return _finish(self.models, answer, call_usage("reference", self.spec, None))
 
 
 def _request_timed_out(exc: Exception) -> bool:

@@ -118,6 +118,16 @@ def _with_database(server: str, database: str) -> str:
 @pytest.fixture
 def stub() -> Iterator[StubServer]:
     """The stand-in server, running; stopped after the test."""
+    yield from _running_stub()
+
+
+@pytest.fixture
+def other_stub() -> Iterator[StubServer]:
+    """A second stand-in (a second base URL), running; stopped after the test."""
+    yield from _running_stub()
+
+
+def _running_stub() -> Iterator[StubServer]:
     server = StubServer()
     server.start()
     try:

@@ -7,29 +7,15 @@ import subprocess
 import sys
 import textwrap
 import weakref
-from collections.abc import Iterator
 
 import openai
-import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import ProviderSpec, aclose_http_clients, build_moa_graph
 from moa_graph.providers import default_model_factory
-from moa_graph.testing import StubServer
 from moa_graph.transport import async_http_client
 
 QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
-
-
-@pytest.fixture
-def other_stub() -> Iterator[StubServer]:
-    """A second stand-in: a second base URL."""
-    server = StubServer()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _config(url: str, *, second_url: str | None = None) -> dict:
