@@ -148,6 +148,12 @@ class Preset(BaseModel):
     """Below this many successful references the guidance says the advice is thin."""
     degraded_reference_policy: Literal["loud", "silent"] = "loud"
     """`loud` lists failed or skipped references in the guidance; `silent` leaves them out."""
+    max_tool_rounds: int = Field(default=25, ge=0, le=10_000)
+    """Tool rounds the aggregator may take in one user turn; one more call for tools ends the
+    turn with `MoAToolLoopError` (resumable once the limit is raised)."""
+    max_reference_chars: int = Field(default=20_000, ge=100, le=10_000_000)
+    """Characters of each reference answer kept (in `references` and for the aggregator);
+    the rest is cut with a visible marker."""
     privacy_filter: Literal["off", "display", "full"] = "off"
     """`display` redacts personal data and credentials in reference texts shown to people;
     `full` also in what the aggregator reads."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "MoAAggregatorError"]
+__all__ = ["ConfigError", "MoAAggregatorError", "MoAToolLoopError"]
 
 
 class ConfigError(ValueError):
@@ -28,3 +28,23 @@ class MoAAggregatorError(RuntimeError):
         super().__init__(f"aggregator {label} failed: {cause}")
         self.label = label
         self.cause = cause
+
+
+class MoAToolLoopError(RuntimeError):
+    """The aggregator asked for more tool rounds in one user turn than its preset allows.
+
+    Raised before the call that would exceed `max_tool_rounds`, so nothing more is paid for;
+    the thread's last checkpoint is left before `aggregator`: raise the limit and resume.
+
+    Attributes:
+        preset: The preset's name.
+        rounds: The tool rounds the turn has taken (the preset's `max_tool_rounds`).
+    """
+
+    def __init__(self, preset: str, rounds: int) -> None:
+        super().__init__(
+            f"preset {preset!r} stopped after {rounds} tool rounds in one turn "
+            "(max_tool_rounds); raise it in the preset to let the turn go on"
+        )
+        self.preset = preset
+        self.rounds = rounds

@@ -72,6 +72,9 @@ class Fault(BaseModel):
     """HTTP status for `kind="status"`."""
     retry_after: float | None = Field(default=None, ge=0)
     """Seconds sent in a `Retry-After` header with `kind="status"`; no header when `None`."""
+    message: str | None = None
+    """For `kind="status"`: the error message in the body (default: names the status and model),
+    e.g. a long provider error that echoes the request's key."""
     times: int | None = Field(default=None, ge=0)
     """Fail only the first N requests for the model, then answer normally; `None` = always."""
     rate: float | None = Field(default=None, ge=0, le=1)

@@ -173,9 +173,8 @@ async def _apply_fault(
     if fault.kind == "status":
         retry_after = fault.retry_after
         headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-        return _error(
-            fault.status, f"stub fault: HTTP {fault.status} for model {model!r}", headers=headers
-        )
+        message = fault.message or f"stub fault: HTTP {fault.status} for model {model!r}"
+        return _error(fault.status, message, headers=headers)
     if fault.kind == "reset" or (fault.kind == "cut_stream" and not streaming):
         _drop_connection(request, flush=False)
         return web.Response()  # never reaches the client; aiohttp discards it quietly
