@@ -23,7 +23,7 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.utils.function_calling import convert_to_openai_tool
@@ -37,7 +37,14 @@ from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.providers import ModelFactory
 from moa_graph.references import Advice, acall_panel, call_panel, describe_error, enabled_slots
-from moa_graph.trimming import last_human_index, reference_messages
+from moa_graph.trimming import reference_messages
+from moa_graph.turn import (
+    aggregator_step,
+    check_tool_budget,
+    last_tool_step,
+    tool_budget_note,
+    turn_start,
+)
 
 __all__ = ["MoAChatModel", "init_moa_model"]
 
@@ -158,6 +165,7 @@ class MoAChatModel(BaseChatModel):
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
+        call.check(reply)
         return _result(reply, call.models, advice, computed)
 
     async def _agenerate(
@@ -172,6 +180,7 @@ class MoAChatModel(BaseChatModel):
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
             reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
+        call.check(reply)
         return _result(reply, call.models, advice, computed)
 
     def _stream(
@@ -185,11 +194,15 @@ class MoAChatModel(BaseChatModel):
         advice, computed = self._cache.get(call.key, call.panel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
+            gathered: BaseMessageChunk | None = None
             for chunk in aggregator.stream(agg_input, stop=stop or self.stop, config=config):
                 generation = ChatGenerationChunk(message=_as_chunk(chunk))
+                gathered = generation.message if gathered is None else gathered + generation.message
                 if run_manager:
                     run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
+        if gathered is not None:
+            call.check(gathered)
         yield _summary_chunk(call.models, advice, computed)
 
     async def _astream(
@@ -203,11 +216,15 @@ class MoAChatModel(BaseChatModel):
         advice, computed = await self._cache.aget(call.key, call.apanel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         with call.errors():
+            gathered: BaseMessageChunk | None = None
             async for chunk in aggregator.astream(agg_input, stop=stop or self.stop, config=config):
                 generation = ChatGenerationChunk(message=_as_chunk(chunk))
+                gathered = generation.message if gathered is None else gathered + generation.message
                 if run_manager:
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
+        if gathered is not None:
+            call.check(gathered)
         yield _summary_chunk(call.models, advice, computed)
 
     def _prepare(
@@ -218,11 +235,9 @@ class MoAChatModel(BaseChatModel):
     ) -> _Call:
         """Everything one call needs: models, cache key, trimmed view, nested callbacks."""
         models = self._models(kwargs.pop("model", None))
-        at = last_human_index(messages)
-        if at is None:
-            raise ValueError("MoA answers a user turn, but the conversation has no user message")
+        at = turn_start(messages)
         preset = models.preset
-        step = 1 + sum(m.type == "ai" for m in messages[at + 1 :])
+        step = aggregator_step(messages, at)
         turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
         view, bucket, at_step = turn, 0, 1
         if preset.fanout_interval is not None and turn:
@@ -236,7 +251,8 @@ class MoAChatModel(BaseChatModel):
             )
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
-        return _Call(models, key.hexdigest(), view, _child_callbacks(run_manager), kwargs, at_step)
+        callbacks = _child_callbacks(run_manager)
+        return _Call(models, key.hexdigest(), view, callbacks, kwargs, at_step, turn_step=step)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -269,6 +285,7 @@ class _Call:
 
     `step` is the aggregator step of the turn this call is (1 under `per_turn`): advice made
     now is placed there; advice from the cache stays where it was made (`Advice.step`).
+    `turn_step` is that step whatever the schedule: it spends the tool budget.
     """
 
     def __init__(
@@ -279,8 +296,11 @@ class _Call:
         callbacks: Callbacks,
         kwargs: dict[str, Any],
         step: int,
+        *,
+        turn_step: int,
     ) -> None:
         self.models = models
+        self.turn_step = turn_step
         self.key = key
         self.view = view
         self.callbacks = callbacks
@@ -305,6 +325,9 @@ class _Call:
         """The aggregator with this call's tools, its input (with guidance) and run config."""
         kwargs = dict(self._kwargs)
         tools = kwargs.pop("tools", None)
+        last = last_tool_step(self.models.preset, self.turn_step)
+        if last and tools:
+            kwargs["tool_choice"] = "none"
         model: Runnable[LanguageModelInput, BaseMessage] = self.models.aggregator()
         if tools:
             model = self.models.aggregator().bind_tools(tools, **kwargs)
@@ -317,7 +340,14 @@ class _Call:
         config = aggregator_config(
             self.models.preset.aggregator, stream=False, callbacks=self.callbacks
         )
-        return model, aggregator_input(messages, guidance, step=advice.step), config
+        agg_input = aggregator_input(messages, guidance, step=advice.step)
+        if last:
+            agg_input.append(tool_budget_note(self.models.preset))
+        return model, agg_input, config
+
+    def check(self, reply: BaseMessage) -> None:
+        """Refuse tool calls on the turn's last tool step (`MoAToolLoopError`)."""
+        check_tool_budget(self.models.preset, self.turn_step, reply)
 
     @contextmanager
     def errors(self) -> Iterator[None]:

@@ -13,7 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.runnables import Runnable
 from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, Send
 
@@ -33,7 +35,15 @@ from moa_graph.references import (
 )
 from moa_graph.resolvers import PresetResolver
 from moa_graph.state import MoAState, ReferenceTask
-from moa_graph.trimming import last_human_index, reference_messages
+from moa_graph.trimming import reference_messages
+from moa_graph.turn import (
+    aggregator_step,
+    answering_model,
+    check_tool_budget,
+    last_tool_step,
+    tool_budget_note,
+    turn_start,
+)
 from moa_graph.usage import call_usage
 
 __all__ = ["MoANodes"]
@@ -99,32 +109,35 @@ class MoANodes:
     def aggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (sync)."""
         models = self.resolver.models()
-        messages = _aggregator_messages(state, models)
+        step = aggregator_step(state["messages"])
+        model, messages = _aggregator_call(state, models, step)
         try:
-            reply = models.acting().invoke(
-                messages, config=aggregator_config(models.preset.aggregator)
-            )
+            reply = model.invoke(messages, config=aggregator_config(models.preset.aggregator))
         except GraphBubbleUp:
             raise
         except Exception as exc:
             raise _aggregator_error(models, exc) from exc
-        return self._aggregator_update(models, reply)
+        return self._aggregator_update(models, reply, step)
 
     async def aaggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (async)."""
         models = await self.resolver.amodels()
-        messages = _aggregator_messages(state, models)
+        step = aggregator_step(state["messages"])
+        model, messages = _aggregator_call(state, models, step)
         try:
-            reply = await models.acting().ainvoke(
+            reply = await model.ainvoke(
                 messages, config=aggregator_config(models.preset.aggregator)
             )
         except GraphBubbleUp:
             raise
         except Exception as exc:
             raise _aggregator_error(models, exc) from exc
-        return self._aggregator_update(models, reply)
+        return self._aggregator_update(models, reply, step)
 
-    def _aggregator_update(self, models: PresetModels, reply: BaseMessage) -> dict[str, Any]:
+    def _aggregator_update(
+        self, models: PresetModels, reply: BaseMessage, step: int
+    ) -> dict[str, Any]:
+        check_tool_budget(models.preset, step, reply)
         invalid = getattr(reply, "invalid_tool_calls", None)
         if invalid and not getattr(reply, "tool_calls", None):
             # Nothing to run and nothing to say: fail the step (resumably) rather than end
@@ -140,18 +153,12 @@ class MoANodes:
         }
 
 
-def _step(messages: Sequence[BaseMessage], turn_at: int) -> int:
-    """The aggregator step about to run in this turn: 1, then one more per tool round."""
-    return 1 + sum(isinstance(m, AIMessage) for m in messages[turn_at + 1 :])
-
-
 def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
     messages = state["messages"]
-    at = last_human_index(messages)
-    if at is None:
-        raise ValueError("MoA answers a user turn, but the conversation has no user message")
+    at = turn_start(messages)
+    step = aggregator_step(messages, at)
     preset = models.preset
-    turn, step = messages[at].id or f"#{at}", _step(messages, at)
+    turn = messages[at].id or f"#{at}"
     fresh = state.get("reference_turn") != turn
     interval = preset.fanout_interval
     if not fresh and (interval is None or (step - 1) % interval):
@@ -199,6 +206,17 @@ def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["
     view = _view(state["messages"], models.preset)
     tasks = layer_tasks(models, view, layer=layer + 1, previous=previous)
     return [Send("reference", task) for task in tasks]
+
+
+def _aggregator_call(
+    state: MoAState, models: PresetModels, step: int
+) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage]]:
+    """The aggregator to call at `step` and its input: acting, or answering on the last step."""
+    messages = _aggregator_messages(state, models)
+    if not last_tool_step(models.preset, step):
+        return models.acting(), messages
+    answering = answering_model(models.aggregator(), models.tools)
+    return answering, [*messages, tool_budget_note(models.preset)]
 
 
 def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMessage]:

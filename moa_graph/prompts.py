@@ -71,3 +71,8 @@ LAYER_ANSWER = "Answer from {label}:\n<reference>\n{text}\n</reference>"
 
 TIMED_OUT = "[failed: timed out after {seconds:g}s]"
 """Text of a reference cancelled at its timeout or at the preset's deadline."""
+
+TOOL_ROUNDS_SPENT = """\
+(You have used all {rounds} tool rounds this turn allows. Do not call tools again: answer \
+the user now from what you have, and say plainly what you could not check.)"""
+"""Ends the aggregator's input on the step after `max_tool_rounds` tool rounds (ephemeral)."""

@@ -25,6 +25,7 @@ class Call:
     messages: list[BaseMessage]
     tools: list[dict[str, Any]]
     started: float
+    tool_choice: Any = None
 
 
 class FakeChatModel(BaseChatModel):
@@ -39,16 +40,18 @@ class FakeChatModel(BaseChatModel):
     delay: float = 0.0
     calls: list[Call] = Field(default_factory=list)
     tools: list[dict[str, Any]] = Field(default_factory=list)
+    tool_choice: Any = None
 
     @property
     def _llm_type(self) -> str:
         return "fake-scripted"
 
     def bind_tools(self, tools: Sequence[Any], **kwargs: Any) -> FakeChatModel:  # type: ignore[override]
-        return self.model_copy(update={"tools": [convert_to_openai_tool(t) for t in tools]})
+        tools = [convert_to_openai_tool(t) for t in tools]
+        return self.model_copy(update={"tools": tools, "tool_choice": kwargs.get("tool_choice")})
 
     def _reply(self, messages: list[BaseMessage], started: float) -> ChatResult:
-        self.calls.append(Call(list(messages), self.tools, started))
+        self.calls.append(Call(list(messages), self.tools, started, self.tool_choice))
         reply: Reply
         if self.script:
             reply = self.script.pop(0)
