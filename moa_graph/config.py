@@ -5,12 +5,19 @@ provider name. `load_config` adds the file rules on top: unknown keys, literal A
 a preset that references the `moa` provider, and a `default_preset` that names no preset
 are all refused with a `ConfigError` that names the file and the key path. Tools named in
 `tools:` are imported when the config is validated, so a bad import path is caught there.
+
+A config file is trusted like code (its `tools:` are imported, its providers receive API
+keys), so only its owner chooses it: the Studio graph never loads a file a run names.
+Reading one is still bounded: only a regular file of at most `MAX_CONFIG_BYTES`, opened
+without blocking, and whatever its YAML holds (deep nesting, impossible dates, endless
+integers) ends as a one-line `ConfigError` naming the file.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -33,6 +40,7 @@ from moa_graph.tools import import_tool
 
 __all__ = [
     "CONFIG_ENV_VAR",
+    "MAX_CONFIG_BYTES",
     "MoAConfig",
     "ModelSpec",
     "Preset",
@@ -44,6 +52,17 @@ __all__ = [
 
 CONFIG_ENV_VAR = "MOA_GRAPH_CONFIG"
 """Environment variable naming the config file; the first place discovery looks."""
+
+MAX_CONFIG_BYTES = 1024 * 1024
+"""Largest config file `load_config` reads (1 MiB); a longer one is a `ConfigError`."""
+
+_MAX_INT_CHARS = 100
+"""Longest integer a config file may spell out (no setting needs more than a few digits)."""
+
+_MAX_DEPTH = 50
+"""Deepest nesting of mappings and lists a config file may have (a config needs about 6)."""
+
+_TIMESTAMP_TAG = "tag:yaml.org,2002:timestamp"
 
 _FILE_RULES = "moa_graph.file_rules"
 """Validation-context flag: the stricter rules that apply to a config file."""
@@ -292,7 +311,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
         The validated config.
 
     Raises:
-        ConfigError: The file is missing or unreadable, or the config breaks a rule; the
+        ConfigError: The file is missing, unreadable, not a regular file, larger than
+            `MAX_CONFIG_BYTES` or not YAML, or the config breaks a rule; the one-line
             message names the file and the key path.
 
     Example:
@@ -323,19 +343,113 @@ def _discover() -> Path:
 
 
 def _read_yaml(path: Path) -> Any:
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read config file: {type(exc).__name__}") from None
-    try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # a SafeLoader, below
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+        raise ConfigError(_one_line(f"{path}: invalid YAML{where}: {problem}")) from None
+    except Exception as exc:  # e.g. `!!timestamp 2026-13-45`: still this file's fault
+        raise ConfigError(_one_line(f"{path}: invalid YAML: {type(exc).__name__}: {exc}")) from None
+
+
+def _read_text(path: Path) -> str:
+    """The file's text: a regular file of at most `MAX_CONFIG_BYTES`, read without blocking."""
+    # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer; the fstat
+    # below then refuses it, as it refuses devices (/dev/zero), directories and sockets.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {_os_reason(exc)}") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ConfigError(f"{path}: not a regular file ({_file_kind(mode)})")
+        data = b""
+        while len(data) <= MAX_CONFIG_BYTES:
+            chunk = os.read(fd, MAX_CONFIG_BYTES + 1 - len(data))
+            if not chunk:
+                break
+            data += chunk
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {_os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: config file is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or type(exc).__name__
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((kind for test, kind in kinds if test(mode)), "not a file")
+
+
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` with dates left as strings and integers of bounded length.
+
+    A config has no dates: `2026-13-45` stays the string it is (the SafeLoader would raise
+    ValueError on it), and an integer of thousands of digits is a YAML error at its line
+    (Python refuses to convert one, and base-60 ones take quadratic time).
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        """A node, refusing one nested deeper than `_MAX_DEPTH` collections."""
+        # The composer recurses once per level: 20,000 brackets would be a RecursionError.
+        self._depth += 1
+        try:
+            if self._depth > _MAX_DEPTH:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested deeper than {_MAX_DEPTH} levels", mark
+                )
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int:
+        """An integer, refusing one longer than `_MAX_INT_CHARS` characters."""
+        text = str(self.construct_scalar(node))
+        if len(text) > _MAX_INT_CHARS:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"integer of {len(text)} characters is too long", node.start_mark
+            )
+        return int(super().construct_yaml_int(node))
+
+
+# Copied, not edited in place: the resolver table is a class attribute of SafeLoader itself.
+_ConfigLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != _TIMESTAMP_TAG]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
+
+
+def _one_line(message: str) -> str:
+    """`message` on one line: a key or an imported module's error may hold line breaks."""
+    return " ".join(message.splitlines())
 
 
 def _validate(data: Any, *, where: str | None) -> MoAConfig:
@@ -344,7 +458,9 @@ def _validate(data: Any, *, where: str | None) -> MoAConfig:
         raise ConfigError(f"{prefix}moa: the config must be a mapping with a 'moa' key")
     unknown = [str(key) for key in data if key != "moa"]
     if unknown:
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (the config lives under 'moa')")
+        raise ConfigError(
+            _one_line(f"{prefix}{unknown[0]}: unknown key (the config lives under 'moa')")
+        )
     if "moa" not in data:
         raise ConfigError(f"{prefix}moa: 'moa' is required")
     body = data["moa"]
@@ -353,7 +469,9 @@ def _validate(data: Any, *, where: str | None) -> MoAConfig:
     try:
         config = MoAConfig.model_validate(body, context={_FILE_RULES: True})
     except ValidationError as exc:
-        raise ConfigError(prefix + _describe(exc)) from None
+        raise ConfigError(_one_line(prefix + _describe(exc))) from None
+    except Exception as exc:  # anything pydantic does not wrap is still this config's fault
+        raise ConfigError(_one_line(f"{prefix}moa: {type(exc).__name__}: {exc}")) from None
     return config.model_copy(update={"source": where})
 
 

@@ -100,16 +100,24 @@ def build_moa_graph(
 
 
 def build_studio_graph(
-    *, model_factory: ModelFactory | None = None, name: str = "moa"
+    *,
+    config: ConfigSource = None,
+    model_factory: ModelFactory | None = None,
+    name: str = "moa",
 ) -> StateGraph[MoAState, MoAContext]:
     """Build the (uncompiled) MoA graph whose preset each run chooses through `MoAContext`.
 
-    This is the graph `langgraph dev` serves (`moa_graph.studio:graph`). Each run loads the
-    preset its context names from the config file its context names (defaults: the
-    config's default preset; `$MOA_GRAPH_CONFIG`, else discovery) with that config's tools
-    (`tools:`, else `calculator`). Files are re-read when they change.
+    This is the graph `langgraph dev` serves (`moa_graph.studio:graph`). A run names a
+    preset of the server's config (`MoAContext(preset=...)`, empty: its default preset) and
+    nothing else: the config, with its tools (`tools:`, else `calculator`), providers and
+    key variables, is the one given here, trusted like the code that builds the graph.
+    A config file is read again when it changes; an unknown preset name is a `ConfigError`
+    listing the available ones.
 
     Args:
+        config: The server's config: a file path (or None: discovery at each run,
+            `$MOA_GRAPH_CONFIG` first), both re-read when the file changes, or a
+            `MoAConfig` or mapping, fixed.
         model_factory: Builds a chat model from a `ModelSpec`, replacing the built-in
             provider table.
         name: Set as the `name` of the aggregator's messages.
@@ -118,13 +126,16 @@ def build_studio_graph(
         The `StateGraph` builder with the same nodes as `build_moa_graph`,
         `context_schema=MoAContext` and an input of `messages` only.
 
+    Raises:
+        ConfigError: `config` is a mapping that breaks a rule (a file is read at each run).
+
     Example:
-        >>> graph = build_studio_graph().compile()  # doctest: +SKIP
+        >>> graph = build_studio_graph(config="moa.yaml").compile()  # doctest: +SKIP
         >>> graph.invoke({"messages": [("user", "What is 17 * 23?")]},  # doctest: +SKIP
-        ...              context=MoAContext(preset="review", config_path="moa.yaml"))
+        ...              context=MoAContext(preset="review"))
     """
     return _moa_graph(
-        ContextPreset(model_factory=model_factory),
+        ContextPreset(config=config, model_factory=model_factory),
         name=name,
         context_schema=MoAContext,
         input_schema=StudioInput,

@@ -2,14 +2,18 @@
 
 The nodes ask their resolver for the current run's `PresetModels` (the preset's models and
 the aggregator's tools). `FixedPreset` (`build_moa_graph`) always answers the same.
-`ContextPreset` (`build_studio_graph`) reads the run's `MoAContext` and loads that preset from
-that config file, cached per (config file, preset) until the file changes, so a Studio
-user switches presets without restarting the server.
+`ContextPreset` (`build_studio_graph`) looks the preset the run's `MoAContext` names up in
+the server's config: the one its builder gave, else the file discovery finds
+(`$MOA_GRAPH_CONFIG` first). A run chooses a preset by name and nothing else: the config
+file, and with it every tool import path, base URL and key variable, is the server
+owner's. The file is read again when it changes, so presets switch and edits apply
+without a restart; the models are built once per preset and file version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -81,18 +85,31 @@ class FixedPreset:
 
 
 class ContextPreset:
-    """The preset the run's `MoAContext` names, loaded from the config file it names."""
+    """The preset the run's `MoAContext` names, among the presets of the server's config."""
 
-    def __init__(self, *, model_factory: ModelFactory | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        config: MoAConfig | str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        model_factory: ModelFactory | None = None,
+    ) -> None:
         self._model_factory = model_factory
-        self._cache: dict[tuple[str, str], tuple[int | None, PresetModels]] = {}
+        # A path (or discovery, for None) is the server's own file: read again when it
+        # changes. A MoAConfig or a mapping is fixed.
+        self._path = None if config is None else _as_path(config)
+        self._fixed: _Loaded | None = None
+        if self._path is None and config is not None:
+            loaded = config if isinstance(config, MoAConfig) else load_config(config)
+            self._fixed = _Loaded(None, loaded)
+        self._file: _Loaded | None = None
         self._lock = threading.Lock()
 
     def models(self) -> PresetModels:
         """The models of the preset the current run's context names.
 
         Raises:
-            ConfigError: The config file is missing or invalid, or has no such preset.
+            ConfigError: The server's config is missing or invalid, or has no such preset
+                (the message lists the available ones), or the context has an unknown key.
         """
         return self._load(_run_context())
 
@@ -111,7 +128,7 @@ class ContextPreset:
     def _call(
         self, request: ToolCallRequest, execute: Callable[[ToolCallRequest], _ToolResult]
     ) -> _ToolResult:
-        routed = _route(request, self._load(_as_context(request.runtime.context)))
+        routed = _route(request, self._load(MoAContext.coerce(request.runtime.context)))
         return routed if isinstance(routed, ToolMessage) else execute(routed)
 
     async def _acall(
@@ -119,43 +136,56 @@ class ContextPreset:
         request: ToolCallRequest,
         execute: Callable[[ToolCallRequest], Awaitable[_ToolResult]],
     ) -> _ToolResult:
-        context = _as_context(request.runtime.context)
+        context = MoAContext.coerce(request.runtime.context)
         routed = _route(request, await asyncio.to_thread(self._load, context))
         return routed if isinstance(routed, ToolMessage) else await execute(routed)
 
     def _load(self, context: MoAContext) -> PresetModels:
-        path = config_file(context.config_path or None).absolute()
-        key, stamp = (str(path), context.preset), _modified(path)
+        loaded = self._config()
+        preset = loaded.config.preset(context.preset or None)  # unknown: lists the presets
         with self._lock:
-            cached = self._cache.get(key)
-        if cached is not None and cached[0] == stamp:
-            return cached[1]
-        config = load_config(path)
-        preset = config.preset(context.preset or None)
-        models = PresetModels.for_preset(
-            preset,
-            providers=config.providers,
-            model_factory=self._model_factory,
-            tools=configured_tools(config, preset.name),
-        )
-        with self._lock:
-            self._cache[key] = (stamp, models)
+            models = loaded.models.get(preset.name)
+        if models is None:
+            models = PresetModels.for_preset(
+                preset,
+                providers=loaded.config.providers,
+                model_factory=self._model_factory,
+                tools=configured_tools(loaded.config, preset.name),
+            )
+            with self._lock:
+                loaded.models[preset.name] = models
         return models
+
+    def _config(self) -> _Loaded:
+        """The server's config: the fixed one, else its file, loaded again once it changed."""
+        if self._fixed is not None:
+            return self._fixed
+        path = (self._path or config_file()).absolute()
+        stamp = (path, _modified(path))
+        with self._lock:
+            if self._file is not None and self._file.stamp == stamp:
+                return self._file
+        loaded = _Loaded(stamp, load_config(path))
+        with self._lock:
+            self._file = loaded
+        return loaded
+
+
+class _Loaded:
+    """A config as loaded, with the models built so far for its presets (by name)."""
+
+    def __init__(self, stamp: tuple[Path, int | None] | None, config: MoAConfig) -> None:
+        self.stamp = stamp
+        self.config = config
+        self.models: dict[str, PresetModels] = {}
+
+
+def _as_path(config: object) -> Path | None:
+    return Path(config) if isinstance(config, str | os.PathLike) else None
 
 
 def _run_context() -> MoAContext:
-    return _as_context(get_runtime(MoAContext).context)
-
-
-def _as_context(context: object) -> MoAContext:
-    if context is None:
-        return MoAContext()
-    if isinstance(context, MoAContext):
-        return context
-    # A parent graph without a context schema passes the run's context on as a plain dict.
-    if isinstance(context, Mapping):
-        return MoAContext(**context)
-    raise TypeError(f"the MoA graph's context must be a MoAContext, not {type(context).__name__}")
+    return MoAContext.coerce(get_runtime(MoAContext).context)
 
 
 def _modified(path: Path) -> int | None:
