@@ -14,7 +14,7 @@ Example:
 from moa_graph.chat_model import MoAChatModel, init_moa_model
 from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
 from moa_graph.context import MoAContext
-from moa_graph.errors import ConfigError, MoAAggregatorError, MoAToolLoopError
+from moa_graph.errors import ConfigError, MoAAggregatorError, MoAToolLoopError, ProviderError
 from moa_graph.graph import build_moa_graph, build_studio_graph
 from moa_graph.providers import warm_up
 from moa_graph.state import MoAState, ReferenceAnswer
@@ -31,6 +31,7 @@ __all__ = [
     "MoAToolLoopError",
     "ModelSpec",
     "Preset",
+    "ProviderError",
     "ProviderSpec",
     "ReferenceAnswer",
     "aclose_http_clients",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
@@ -31,12 +31,12 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from moa_graph.cache import AdviceCache
 from moa_graph.config import MoAConfig, Preset
-from moa_graph.errors import MoAAggregatorError
+from moa_graph.failures import aggregator_failures
 from moa_graph.graph import ConfigSource, resolve_preset
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.providers import ModelFactory
-from moa_graph.references import Advice, acall_panel, call_panel, describe_error, enabled_slots
+from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
     aggregator_step,
@@ -349,14 +349,9 @@ class _Call:
         """Refuse tool calls on the turn's last tool step (`MoAToolLoopError`)."""
         check_tool_budget(self.models.preset, self.turn_step, reply)
 
-    @contextmanager
-    def errors(self) -> Iterator[None]:
+    def errors(self) -> AbstractContextManager[None]:
         """Turn an aggregator failure into a `MoAAggregatorError` naming its label."""
-        try:
-            yield
-        except Exception as exc:
-            label = self.models.preset.aggregator.label
-            raise MoAAggregatorError(label, describe_error(exc)) from exc
+        return aggregator_failures(self.models.preset.aggregator.label)
 
 
 def _child_callbacks(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "MoAAggregatorError", "MoAToolLoopError"]
+__all__ = ["ConfigError", "MoAAggregatorError", "MoAToolLoopError", "ProviderError"]
 
 
 class ConfigError(ValueError):
@@ -16,7 +16,9 @@ class ConfigError(ValueError):
 class MoAAggregatorError(RuntimeError):
     """The aggregator (the acting model) failed after its client's own retries.
 
-    The message names the model label and the cause; it never contains an API key.
+    The message names the model label and the cause; it never contains an API key. Nor
+    does its cause chain: `__cause__` is a `ProviderError` standing in for the provider
+    client's exception (which can carry the key), and there is no `__context__`.
     The thread's last checkpoint is left as it was, so the turn can be resumed.
 
     Attributes:
@@ -30,11 +32,33 @@ class MoAAggregatorError(RuntimeError):
         self.cause = cause
 
 
+class ProviderError(Exception):
+    """A provider's failure as `Type: message`, with every API key scrubbed.
+
+    The `__cause__` of a `MoAAggregatorError`, standing in for the provider client's own
+    exception: that one can carry the key, in an error body that echoes the request or in
+    the request object it holds. The traceback is the original one.
+
+    Attributes:
+        type_name: The class name of the client's exception, e.g. `RateLimitError`.
+        status_code: The HTTP status the provider answered with, if it answered.
+    """
+
+    def __init__(
+        self, description: str, *, type_name: str = "", status_code: int | None = None
+    ) -> None:
+        super().__init__(description)
+        self.type_name = type_name
+        self.status_code = status_code
+
+
 class MoAToolLoopError(RuntimeError):
     """The aggregator asked for more tool rounds in one user turn than its preset allows.
 
-    Raised before the call that would exceed `max_tool_rounds`, so nothing more is paid for;
-    the thread's last checkpoint is left before `aggregator`: raise the limit and resume.
+    Once `max_tool_rounds` rounds are spent the aggregator is asked to answer (its tools
+    described but `tool_choice="none"`); a reply that still calls tools raises this before any
+    tool runs. The thread's last checkpoint is left before `aggregator`: raise the limit and
+    resume.
 
     Attributes:
         preset: The preset's name.

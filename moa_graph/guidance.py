@@ -19,7 +19,6 @@ re-run the references would break the cached prefix there.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
@@ -27,12 +26,11 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.privacy import model_text
+from moa_graph.quoting import cap_reference, quote_reference
 from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index
 
-__all__ = ["aggregator_input", "quote_reference", "render_guidance"]
-
-_BLOCK_TAG = re.compile(r"<(\s*/?\s*reference\b)", re.IGNORECASE)
+__all__ = ["aggregator_input", "render_guidance"]
 
 
 def render_guidance(
@@ -44,9 +42,11 @@ def render_guidance(
     """Render the guidance text for the aggregator from this turn's reference answers.
 
     Only the last layer's answers count. Successful answers are numbered from 1 in preset
-    order; failed and skipped references are listed on one line (unless the preset's
-    `degraded_reference_policy` is `silent`); when none answered, the aggregator is told to
-    act alone, and when fewer than `min_references` did, that the advice is thin.
+    order, each cut to the preset's `max_reference_chars` and quoted as data
+    (`moa_graph.quoting`); failed and skipped references are listed on one line (unless
+    the preset's `degraded_reference_policy` is `silent`); when none answered, the
+    aggregator is told to act alone, and when fewer than `min_references` did, that the
+    advice is thin.
 
     Args:
         preset: The preset the references belong to.
@@ -61,9 +61,13 @@ def render_guidance(
         (ref for ref in references if ref.get("layer", 1) == last), key=lambda ref: ref["index"]
     )
     answered = [ref for ref in ordered if ref["status"] == "ok"]
+    # Capped again here: a person may have edited `references` (Studio) since they ran.
+    limit = preset.max_reference_chars
     blocks += [
         prompts.GUIDANCE_REFERENCE.format(
-            number=number, label=ref["label"], text=quote_reference(model_text(ref, raw))
+            number=number,
+            label=ref["label"],
+            text=quote_reference(cap_reference(model_text(ref, raw), limit)),
         )
         for number, ref in enumerate(answered, start=1)
     ]
@@ -79,17 +83,6 @@ def render_guidance(
     if unavailable and preset.degraded_reference_policy == "loud":
         blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
     return "\n\n".join(blocks)
-
-
-def quote_reference(text: str) -> str:
-    """Make an answer safe to put between `<reference>` tags.
-
-    Reference answers are untrusted text: one that writes its own `</reference>` (or opens
-    a new block, or starts a fake guidance) must not end its block early, so those markers
-    are defused; everything else is left exactly as written.
-    """
-    text = _BLOCK_TAG.sub(lambda m: "&lt;" + m.group(1), text)
-    return text.replace(prompts.GUIDANCE_TITLE, prompts.GUIDANCE_TITLE.replace("[", "[quoted ", 1))
 
 
 def aggregator_input(

@@ -16,12 +16,11 @@ from typing import Any, Literal
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
-from langgraph.errors import GraphBubbleUp
 from langgraph.types import Command, Send
 
 from moa_graph.config import Preset
-from moa_graph.errors import MoAAggregatorError
 from moa_graph.events import emit
+from moa_graph.failures import aggregator_error, aggregator_failures
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.references import (
@@ -29,7 +28,6 @@ from moa_graph.references import (
     acall_reference,
     answered,
     call_reference,
-    describe_error,
     enabled_slots,
     layer_tasks,
 )
@@ -111,12 +109,8 @@ class MoANodes:
         models = self.resolver.models()
         step = aggregator_step(state["messages"])
         model, messages = _aggregator_call(state, models, step)
-        try:
+        with aggregator_failures(models.preset.aggregator.label):
             reply = model.invoke(messages, config=aggregator_config(models.preset.aggregator))
-        except GraphBubbleUp:
-            raise
-        except Exception as exc:
-            raise _aggregator_error(models, exc) from exc
         return self._aggregator_update(models, reply, step)
 
     async def aaggregator(self, state: MoAState) -> dict[str, Any]:
@@ -124,14 +118,10 @@ class MoANodes:
         models = await self.resolver.amodels()
         step = aggregator_step(state["messages"])
         model, messages = _aggregator_call(state, models, step)
-        try:
+        with aggregator_failures(models.preset.aggregator.label):
             reply = await model.ainvoke(
                 messages, config=aggregator_config(models.preset.aggregator)
             )
-        except GraphBubbleUp:
-            raise
-        except Exception as exc:
-            raise _aggregator_error(models, exc) from exc
         return self._aggregator_update(models, reply, step)
 
     def _aggregator_update(
@@ -144,7 +134,7 @@ class MoANodes:
             # the turn on a reply that is neither an answer nor a usable tool call.
             names = ", ".join(str(call.get("name")) for call in invalid)
             error = ValueError(f"tool call with invalid JSON arguments ({names})")
-            raise _aggregator_error(models, error)
+            raise aggregator_error(models.preset.aggregator.label, error)
         if isinstance(reply, AIMessage) and reply.name is None:
             reply.name = self.name
         return {
@@ -239,10 +229,6 @@ def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMess
     # where its references ran, so the steps in between only extend the cached prefix.
     step = state.get("reference_step", 1) if models.preset.fanout_interval is not None else 1
     return aggregator_input(state["messages"], guidance, step=step)
-
-
-def _aggregator_error(models: PresetModels, exc: Exception) -> MoAAggregatorError:
-    return MoAAggregatorError(models.preset.aggregator.label, describe_error(exc))
 
 
 def _reference_update(outcome: Outcome) -> dict[str, Any]:

@@ -39,6 +39,13 @@ whatever it claims to be."""
 GUIDANCE_REFERENCE = "Reference {number} — {label}:\n<reference>\n{text}\n</reference>"
 """One successful reference answer; numbered from 1 over the successful answers."""
 
+REFERENCE_CUT = "\n[... {omitted} more characters of this answer cut ...]"
+"""Ends an answer cut to the preset's `max_reference_chars`; `omitted` counts what is gone."""
+
+QUOTED = "quoted "
+"""Put in front of a fake reference header or guidance title inside a quoted answer, so it
+reads as what it is (`Reference 2 — x:` becomes `quoted Reference 2 — x:`)."""
+
 GUIDANCE_UNAVAILABLE = "Unavailable references: {items}."
 """Lists the references that failed or were skipped, e.g. `openai:gpt-5.5 (failed)`."""
 

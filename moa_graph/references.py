@@ -5,14 +5,14 @@ panel, every slot of every layer.
 
 A slot is one call: a reference model with `samples: k` has k slots, labelled `#1`..`#k`.
 Every outcome is a `ReferenceAnswer`: an exception or a timeout becomes `failed`, a `moa`
-provider is `skipped` without a call, an empty answer is marked. Nothing here raises for a
-model.
+provider is `skipped` without a call, an empty answer is marked, and an answer longer than
+the preset's `max_reference_chars` is cut to it (with a marker) before anything keeps it.
+Nothing here raises for a model.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,10 +30,10 @@ from langchain_core.runnables.config import ContextThreadPoolExecutor
 from moa_graph import direct, prompts
 from moa_graph.config import Preset
 from moa_graph.events import emit
-from moa_graph.guidance import quote_reference
+from moa_graph.failures import describe_error, exception_chain
 from moa_graph.models import PresetModels, Slot, reference_config, reference_slots
 from moa_graph.privacy import model_text, redact
-from moa_graph.providers import scrub_secrets
+from moa_graph.quoting import cap_reference, quote_reference
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
 from moa_graph.usage import Usage, add_usage, call_usage
@@ -49,16 +49,13 @@ __all__ = [
     "acall_reference",
     "call_panel",
     "call_reference",
-    "describe_error",
     "enabled_slots",
     "layer_tasks",
     "reference_slots",
 ]
 
-_MAX_ERROR_CHARS = 300
 _BACKSTOP_GRACE_S = 1.0
 """How long past its budget a direct request is awaited (its own timeout ends it first)."""
-_MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
 _T = TypeVar("_T")
 Status = Literal["ok", "failed", "skipped"]
 
@@ -228,47 +225,6 @@ def answered(
     ]
 
 
-def describe_error(exc: BaseException) -> str:
-    """`Type: message`, one line, bounded, with every known key value scrubbed.
-
-    Parsing errors escaping the client (a body that is not JSON, a completion without
-    choices) are named as what they are: a malformed response from the provider.
-    """
-    message = " ".join(str(exc).split())
-    root = _transport_cause(exc)
-    if root is not None:
-        message += f" ({type(root).__name__}: {' '.join(str(root).split())})"
-    if len(message) > _MAX_ERROR_CHARS:
-        message = message[: _MAX_ERROR_CHARS - 3] + "..."
-    described = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-    if isinstance(exc, _MALFORMED_RESPONSE):
-        described = f"malformed response from the provider ({described})"
-    return scrub_secrets(described)
-
-
-def _transport_cause(exc: BaseException) -> BaseException | None:
-    """The transport error under the OpenAI client's generic connection/timeout error.
-
-    The aiohttp transport reports a dropped connection as a timeout ("Request timed out."),
-    so the original (`ServerDisconnectedError`, `ConnectionResetError`) is worth naming.
-    """
-    openai = sys.modules.get("openai")  # not imported until a model is built
-    if openai is None or not isinstance(exc, openai.APIConnectionError):
-        return None
-    causes = [link for link in _chain(exc)[1:] if not isinstance(link, asyncio.CancelledError)]
-    return causes[-1] if causes and str(causes[-1]).strip() else None
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """`exc` and the exceptions under it (`__cause__`, else `__context__`), outermost first."""
-    links = [exc]
-    while (under := links[-1].__cause__ or links[-1].__context__) is not None:
-        if any(under is link for link in links):
-            break
-        links.append(under)
-    return links
-
-
 class _Timeout(Exception):
     """The slot's time limit ran out."""
 
@@ -372,7 +328,8 @@ class _Attempt:
         self.started = time.perf_counter()  # the call's latency, not the model's construction
         lean = _lean(self.models, self.slot, self.callbacks)
         self.plan = _plan(self.limit, lean)
-        return model, _advisor_input(self.task), lean, self.plan
+        limit = self.models.preset.max_reference_chars
+        return model, _advisor_input(self.task, limit), lean, self.plan
 
     def config(self) -> RunnableConfig:
         """The run config of a call through the model (`moa_reference:<label>`, tags)."""
@@ -380,7 +337,8 @@ class _Attempt:
 
     def answered(self, reply: BaseMessage) -> Outcome:
         """The outcome of a reply."""
-        answer = _answered(self.slot, self.layer, reply, self.started)
+        limit = self.models.preset.max_reference_chars
+        answer = _answered(self.slot, self.layer, reply, self.started, limit)
         return _finish(self.models, answer, _usage(self.slot, reply))
 
     def failed(self, exc: Exception) -> Outcome:
@@ -400,7 +358,7 @@ def _request_timed_out(exc: Exception) -> bool:
     openai = sys.modules.get("openai")
     if openai is None or not isinstance(exc, openai.APITimeoutError):
         return False
-    return any(isinstance(link, TimeoutError) for link in _chain(exc)[1:])
+    return any(isinstance(link, TimeoutError) for link in exception_chain(exc)[1:])
 
 
 def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:
@@ -410,13 +368,16 @@ def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:
     return config
 
 
-def _advisor_input(task: ReferenceTask) -> list[BaseMessage]:
+def _advisor_input(task: ReferenceTask, limit: int) -> list[BaseMessage]:
     messages: list[BaseMessage] = [SystemMessage(content=prompts.REFERENCE_SYSTEM_PROMPT)]
     messages += task["view"]
     previous = task.get("previous")
     if previous:
         answers = "\n\n".join(
-            prompts.LAYER_ANSWER.format(label=label, text=quote_reference(text))
+            # Capped again: a person may have edited `references` (Studio) since they ran.
+            prompts.LAYER_ANSWER.format(
+                label=label, text=quote_reference(cap_reference(text, limit))
+            )
             for label, text in previous
         )
         messages.append(HumanMessage(content=prompts.LAYER_PROMPT.format(answers=answers)))
@@ -474,8 +435,10 @@ def _answer(slot: Slot, layer: int, status: Status, text: str) -> ReferenceAnswe
     )
 
 
-def _answered(slot: Slot, layer: int, reply: BaseMessage, started: float) -> ReferenceAnswer:
-    text = message_text(reply)
+def _answered(
+    slot: Slot, layer: int, reply: BaseMessage, started: float, limit: int
+) -> ReferenceAnswer:
+    text = cap_reference(message_text(reply), limit)
     if not text and (
         getattr(reply, "tool_calls", None) or getattr(reply, "invalid_tool_calls", None)
     ):

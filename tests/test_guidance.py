@@ -6,8 +6,9 @@ import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
 from moa_graph import ModelSpec, Preset
-from moa_graph.guidance import aggregator_input, quote_reference, render_guidance
+from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.prompts import GUIDANCE_TITLE
+from moa_graph.quoting import quote_reference
 
 PRESET = Preset(
     name="review",

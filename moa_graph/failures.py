@@ -1,0 +1,133 @@
+"""What a failure says: a one-line description, and the aggregator's error, with no key in either.
+
+A provider's error can echo the request, its key included (a 401 quoting the `Authorization`
+header, a gateway's debug dump), and the client's exception object carries the request
+itself. So every text made here is scrubbed of every key value the process has read
+(`scrub_secrets`) *before* it is cut to length, and a `MoAAggregatorError` never holds the
+provider's exception: its `__cause__` is a `ProviderError` standing in for it (its type name,
+HTTP status, scrubbed message and traceback), and its `__context__` is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
+
+from langgraph.errors import GraphBubbleUp
+
+from moa_graph.errors import MoAAggregatorError, ProviderError
+from moa_graph.providers import scrub_secrets
+
+__all__ = [
+    "aggregator_error",
+    "aggregator_failures",
+    "describe_error",
+    "exception_chain",
+    "transport_cause",
+]
+
+_MAX_ERROR_CHARS = 300
+"""Length of a description in a failed reference's text and a `MoAAggregatorError`."""
+_MAX_CAUSE_CHARS = 4000
+"""Length of the message a `ProviderError` stand-in keeps: more detail, still bounded."""
+_MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
+
+
+def describe_error(exc: BaseException, *, max_chars: int = _MAX_ERROR_CHARS) -> str:
+    """`Type: message`, one line, with every known key value scrubbed, then bounded.
+
+    Parsing errors escaping the client (a body that is not JSON, a completion without
+    choices) are named as what they are: a malformed response from the provider.
+
+    Example:
+        >>> describe_error(ValueError("no   such  model"))
+        'ValueError: no such model'
+    """
+    message = scrub_secrets(str(exc))
+    root = transport_cause(exc)
+    if root is not None:
+        message += f" ({type(root).__name__}: {scrub_secrets(str(root))})"
+    message = " ".join(message.split())
+    if len(message) > max_chars:
+        message = message[: max_chars - 3] + "..."
+    described = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    if isinstance(exc, _MALFORMED_RESPONSE):
+        described = f"malformed response from the provider ({described})"
+    return described
+
+
+def aggregator_error(label: str, exc: BaseException) -> MoAAggregatorError:
+    """The `MoAAggregatorError` for `exc`, caused by a scrubbed `ProviderError` stand-in.
+
+    Raise it outside an `except` block (or use `aggregator_failures`): raised inside one,
+    Python would make the provider's exception its `__context__`.
+    """
+    error = MoAAggregatorError(label, describe_error(exc))
+    status = getattr(exc, "status_code", None)
+    cause = ProviderError(
+        describe_error(exc, max_chars=_MAX_CAUSE_CHARS),
+        type_name=type(exc).__name__,
+        status_code=status if isinstance(status, int) else None,
+    )
+    # Where the provider call failed stays readable; the frames' source lines hold no values.
+    error.__cause__ = cause.with_traceback(exc.__traceback__)
+    return error
+
+
+@contextmanager
+def aggregator_failures(label: str) -> Iterator[None]:
+    """Raise an exception of the block as the aggregator's `MoAAggregatorError`.
+
+    LangGraph's own control flow (an interrupt, a `Command` for a parent graph) passes
+    through. The raised error's cause chain holds no provider exception (see the module).
+
+    Example:
+        >>> with aggregator_failures("openai:gpt-5.5"):  # doctest: +SKIP
+        ...     reply = model.invoke(messages)
+    """
+    try:
+        yield
+    except GraphBubbleUp:
+        raise
+    except Exception as exc:
+        _raise_alone(aggregator_error(label, exc))
+
+
+def transport_cause(exc: BaseException) -> BaseException | None:
+    """The transport error under the OpenAI client's generic connection/timeout error.
+
+    The aiohttp transport reports a dropped connection as a timeout ("Request timed out."),
+    so the original (`ServerDisconnectedError`, `ConnectionResetError`) is worth naming.
+    """
+    openai = sys.modules.get("openai")  # not imported until a model is built
+    if openai is None or not isinstance(exc, openai.APIConnectionError):
+        return None
+    causes = [
+        link for link in exception_chain(exc)[1:] if not isinstance(link, asyncio.CancelledError)
+    ]
+    return causes[-1] if causes and str(causes[-1]).strip() else None
+
+
+def exception_chain(exc: BaseException) -> list[BaseException]:
+    """`exc` and the exceptions under it (`__cause__`, else `__context__`), outermost first."""
+    links = [exc]
+    while (under := links[-1].__cause__ or links[-1].__context__) is not None:
+        if any(under is link for link in links):
+            break
+        links.append(under)
+    return links
+
+
+def _raise_alone(error: MoAAggregatorError) -> NoReturn:
+    """Raise `error` from inside an `except` block without the handled exception as context."""
+    try:
+        raise error
+    except MoAAggregatorError:
+        # The raise above made the provider's exception (being handled) its __context__;
+        # a bare re-raise does not set it again.
+        error.__context__ = None
+        raise
