@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import sys
 import time
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Durability
 from rich.console import Console
 from rich.table import Table
 
@@ -26,11 +28,14 @@ from moa_graph.errors import ConfigError, MoAAggregatorError
 from moa_graph.graph import build_moa_graph
 from moa_graph.persistence import (
     CHECKPOINT_URL_ENV_VAR,
+    CheckpointStoreError,
+    ThreadBusyError,
     ThreadSummary,
     checkpoint_url,
     list_threads,
     new_thread_id,
     open_checkpointer,
+    thread_lock,
 )
 from moa_graph.providers import missing_api_keys
 from moa_graph.resolvers import configured_tools
@@ -41,6 +46,11 @@ __all__ = ["main"]
 
 _PROG = "moa-graph"
 _OFFLINE_HINT = "or try --offline"
+_BUSY_EXIT = 75
+"""`EX_TEMPFAIL`: another run holds the thread; the same command may succeed later."""
+_DURABILITY: Durability = "sync"
+"""Each step is stored before the next one starts: a store that fails stops the turn there,
+before the aggregator is paid for, and `--resume` goes on from the last stored step."""
 
 
 class _UsageError(Exception):
@@ -55,13 +65,19 @@ class _Parser(argparse.ArgumentParser):
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `moa-graph` command; returns the exit status."""
     err = Console(stderr=True, highlight=False)
+    # The PostgreSQL pool logs each reconnect attempt as a warning; a failure that matters
+    # reaches the user as one line below.
+    logging.getLogger("psycopg").addHandler(logging.NullHandler())
     try:
         args = _parser().parse_args(argv)
         return int(args.handler(args))
     except (_UsageError, ConfigError) as exc:
         err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
         return 2
-    except MoAAggregatorError as exc:
+    except ThreadBusyError as exc:
+        err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
+        return _BUSY_EXIT
+    except (MoAAggregatorError, CheckpointStoreError) as exc:
         err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
         return 1
     except KeyboardInterrupt:
@@ -172,21 +188,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
             _require_keys(preset, config)
         tools = configured_tools(config, preset.name)
         builder = build_moa_graph(preset, tools=tools, config=config)
-        return asyncio.run(_run_turn(args, builder, preset))
+        thread = args.thread or new_thread_id()
+        url = checkpoint_url(args.checkpoint_url)
+        with thread_lock(thread, url):  # one runner per thread: a second one pays for nothing
+            return asyncio.run(_run_turn(args, builder, preset, thread, url))
 
 
-async def _run_turn(args: argparse.Namespace, builder: Any, preset: Preset) -> int:
+async def _run_turn(
+    args: argparse.Namespace, builder: Any, preset: Preset, thread: str, url: str | None
+) -> int:
     """One turn on a stored thread (new unless --thread), streamed or as JSON."""
-    thread = args.thread or new_thread_id()
     err = Console(stderr=True, highlight=False)
-    async with open_checkpointer(checkpoint_url(args.checkpoint_url)) as saver:
+    async with open_checkpointer(url) as saver:
         graph = builder.compile(checkpointer=saver)
         run_config: RunnableConfig = {"configurable": {"thread_id": thread}}
+        _check_last_turn(args, thread, (await graph.aget_state(run_config)).next)
         request: Any = None if args.resume else {"messages": [("user", args.question)]}
         started = time.perf_counter()
         try:
             if args.json:
-                result = await graph.ainvoke(request, run_config)
+                result = await graph.ainvoke(request, run_config, durability=_DURABILITY)
                 summary = turn_summary(
                     preset, result, wall_s=time.perf_counter() - started, thread_id=thread
                 )
@@ -194,13 +215,32 @@ async def _run_turn(args: argparse.Namespace, builder: Any, preset: Preset) -> i
                 return 0
             if not args.thread:
                 err.print(f"[dim]new thread {thread}[/dim]")
-            usage = await stream_turn(graph, request, run_config, preset)
+            usage = await stream_turn(graph, request, run_config, preset, durability=_DURABILITY)
         except MoAAggregatorError as exc:
             resume = f"the turn is saved: finish it with --thread {thread} --resume"
             raise MoAAggregatorError(exc.label, f"{exc.cause}; {resume}") from exc
+        except CheckpointStoreError as exc:
+            resume = f"the turn stopped there: finish it with --thread {thread} --resume"
+            raise CheckpointStoreError(f"{exc}; {resume}") from exc
     wall = time.perf_counter() - started
     err.print(f"[dim]{format_usage(usage)} · {wall:.2f}s · thread {thread}[/dim]", soft_wrap=True)
     return 0
+
+
+def _check_last_turn(args: argparse.Namespace, thread: str, pending: tuple[str, ...]) -> None:
+    """Refuse a new question while the thread's last turn is unfinished, and a resume without.
+
+    A question appended after an unanswered one would leave that one unanswered for good,
+    and throw away the reference answers its turn already paid for.
+    """
+    if args.resume and not pending:
+        raise _UsageError(f"thread {thread} has no unfinished turn to resume")
+    if pending and not args.resume:
+        before = ", ".join(sorted(set(pending)))
+        raise _UsageError(
+            f"thread {thread}'s last turn is unfinished (stopped before {before}): finish it "
+            f"with --thread {thread} --resume, or ask on a new thread"
+        )
 
 
 def _cmd_threads(args: argparse.Namespace) -> int:
@@ -279,7 +319,7 @@ def _cmd_stub_server(args: argparse.Namespace) -> int:
 
 
 def _cmd_dev(args: argparse.Namespace) -> int:
-    """Become `langgraph dev` in the directory of `langgraph.json`, with the config pinned."""
+    """Become `langgraph dev` in the directory of `langgraph.json`, with the server's config."""
     root = _studio_root()
     if not all(importlib.util.find_spec(m) for m in ("langgraph_cli", "langgraph_api")):
         raise _UsageError("dev needs LangGraph's dev server: pip install 'moa-graph[studio]'")
@@ -288,19 +328,15 @@ def _cmd_dev(args: argparse.Namespace) -> int:
         "LANGGRAPH_CLI_NO_ANALYTICS": "1",
         "LANGGRAPH_NO_VERSION_CHECK": "1",
     }
-    err = Console(stderr=True, highlight=False)
-    try:
-        path = config_file(args.config)
-    except ConfigError:
-        err.print(
-            f"{_PROG} dev: no MoA config found yet; choose one per run in Studio (config_path)",
-            markup=False,
-        )
-    else:
-        load_config(path)  # a broken config is reported now, not at the first run
-        # The server runs in `root`: a path relative to here would point elsewhere there.
-        env[CONFIG_ENV_VAR] = str(path.absolute())
-        err.print(f"{_PROG} dev: MoA config {path.absolute()}", markup=False)
+    # The server's config is chosen here, once: a run can only name one of its presets, so
+    # a server without a config could run nothing. Missing or broken: one error line now.
+    path = config_file(args.config)
+    load_config(path)
+    # The server runs in `root`: a path relative to here would point elsewhere there.
+    env[CONFIG_ENV_VAR] = str(path.absolute())
+    Console(stderr=True, highlight=False).print(
+        f"{_PROG} dev: MoA config {path.absolute()}", markup=False
+    )
     command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser"]
     command += ["--host", args.host, "--port", str(args.port)]
     command += ["--no-reload"] if args.no_reload else []

@@ -1,22 +1,29 @@
 """Where MoA threads live between runs: a SQLite file by default, PostgreSQL by URL.
 
 `open_checkpointer` opens the checkpointer a compiled graph persists its threads in, with its
-tables set up; `list_threads` summarises the threads it holds. Which store: an explicit URL,
-else `$MOA_GRAPH_CHECKPOINT_URL`, else the SQLite file at `default_state_path()`.
+tables set up; `list_threads` summarises the threads it holds; `thread_lock` keeps a thread
+to one runner at a time. Which store: an explicit URL, else `$MOA_GRAPH_CHECKPOINT_URL`,
+else the SQLite file at `default_state_path()`.
 
 Example:
-    >>> async with open_checkpointer(checkpoint_url(None)) as saver:  # doctest: +SKIP
-    ...     graph = build_moa_graph("review", config=config).compile(checkpointer=saver)
-    ...     thread = {"configurable": {"thread_id": new_thread_id()}}
-    ...     await graph.ainvoke({"messages": [("user", "What is 17 * 23?")]}, thread)
-    ...     print(await list_threads(saver))
+    >>> url, thread_id = checkpoint_url(None), new_thread_id()  # doctest: +SKIP
+    >>> with thread_lock(thread_id, url):  # doctest: +SKIP
+    ...     async with open_checkpointer(url) as saver:
+    ...         graph = build_moa_graph("review", config=config).compile(checkpointer=saver)
+    ...         thread = {"configurable": {"thread_id": thread_id}}
+    ...         await graph.ainvoke({"messages": [("user", "What is 17 * 23?")]}, thread,
+    ...                             durability="sync")
+    ...         print(await list_threads(saver))
 
-PostgreSQL needs the `postgres` extra (`pip install 'moa-graph[postgres]'`). Every failure
-to open a store is a one-line `ConfigError` that never repeats a password from the URL.
+PostgreSQL needs the `postgres` extra (`pip install 'moa-graph[postgres]'`); its savers
+read and write through a connection pool that outlives a server restart (see
+`moa_graph.postgres`). Every failure to open a store is a one-line `ConfigError`, and a
+store failing mid-run a one-line `CheckpointStoreError`; neither repeats a password.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import secrets
@@ -26,8 +33,8 @@ from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextma
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from types import ModuleType
+from typing import Any
 
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -37,12 +44,10 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from moa_graph.errors import ConfigError
 
-if TYPE_CHECKING:
-    from langgraph.checkpoint.postgres import PostgresSaver
-    from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-
 __all__ = [
     "CHECKPOINT_URL_ENV_VAR",
+    "CheckpointStoreError",
+    "ThreadBusyError",
     "ThreadSummary",
     "checkpoint_url",
     "default_state_path",
@@ -51,6 +56,7 @@ __all__ = [
     "open_checkpointer",
     "open_sync_checkpointer",
     "redact_url",
+    "thread_lock",
 ]
 
 CHECKPOINT_URL_ENV_VAR = "MOA_GRAPH_CHECKPOINT_URL"
@@ -58,11 +64,6 @@ CHECKPOINT_URL_ENV_VAR = "MOA_GRAPH_CHECKPOINT_URL"
 
 _POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SQLITE_SCHEME = "sqlite://"
-_CONNECT_TIMEOUT_S = 10
-"""libpq waits for an unreachable host for minutes unless the URL sets `connect_timeout`."""
-_SETUP_LOCK = 0x6D6F615F6770
-"""PostgreSQL advisory lock key held while creating tables, so that workers starting
-together do not race on the saver's migrations."""
 # Up to the last `@` of the authority: a password may hold an unescaped `@`.
 _PASSWORD_IN_AUTHORITY = re.compile(r"(?<=://)([^/?#:@]*):[^/?#]*@")
 _PASSWORD_IN_QUERY = re.compile(r"(?i)(\bpassword=)[^&\s]*")
@@ -70,6 +71,28 @@ _LATEST_THREADS_SQL = (
     "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
     "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT {limit}"
 )
+
+
+class ThreadBusyError(RuntimeError):
+    """Another runner holds the thread: `thread_lock` refused it without waiting.
+
+    Attributes:
+        thread_id: The busy thread.
+    """
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} is busy: another run is on it; try again later")
+        self.thread_id = thread_id
+
+
+class CheckpointStoreError(RuntimeError):
+    """The checkpoint store failed mid-run, after one retry on a fresh connection.
+
+    Raised by the PostgreSQL savers `open_checkpointer` opens (in place of psycopg's
+    `OperationalError`) when the server stayed unreachable for the whole connect timeout.
+    One line, no password. Run with `durability="sync"` to stop at the failed write, so
+    that nothing after it is paid for; the thread resumes from its last stored step.
+    """
 
 
 @dataclass(frozen=True)
@@ -147,7 +170,7 @@ async def open_checkpointer(
     """
     async with AsyncExitStack() as stack:
         if url is not None and _is_postgres(url):
-            yield await _aopen_postgres(url, stack)
+            yield await _postgres().aopen(url, stack)
         else:
             yield await _aopen_sqlite(_sqlite_file(url, path), stack)
 
@@ -174,9 +197,45 @@ def open_sync_checkpointer(
     """
     with ExitStack() as stack:
         if url is not None and _is_postgres(url):
-            yield _open_postgres(url, stack)
+            yield _postgres().open_sync(url, stack)
         else:
             yield _open_sqlite(_sqlite_file(url, path), stack)
+
+
+@contextmanager
+def thread_lock(
+    thread_id: str, url: str | None = None, *, path: Path | None = None
+) -> Iterator[None]:
+    """Keep a thread to one runner: while held, `thread_lock` on it anywhere raises at once.
+
+    Take it around a run (or a resume) so that two workers never pay for the same turn.
+    PostgreSQL: a session advisory lock (`pg_try_advisory_lock`) on a key derived from the
+    thread id, on a connection of its own held until exit. SQLite: `flock` on a file per
+    thread in `.<database name>.locks/` beside the database (POSIX only). Both are released
+    on exit and by the OS or server if the process dies; a PostgreSQL restart releases
+    them too. It blocks only to connect, so it is fine around `await`s as well.
+
+    Example:
+        >>> with thread_lock("0f3c2a9d41e8b7c6", "postgresql://moa@db/moa"):  # doctest: +SKIP
+        ...     graph.invoke(None, {"configurable": {"thread_id": "0f3c2a9d41e8b7c6"}})
+
+    Args:
+        thread_id: The thread to hold.
+        url: The store, as for `open_checkpointer`.
+        path: The SQLite file when `url` is None, as for `open_checkpointer`.
+
+    Raises:
+        ThreadBusyError: Another runner holds the thread.
+        ConfigError: The store cannot be reached (as for `open_checkpointer`).
+    """
+    digest = hashlib.blake2b(thread_id.encode(), digest_size=8, person=b"moa-lock").digest()
+    if url is not None and _is_postgres(url):
+        key = int.from_bytes(digest, "big", signed=True)  # pg_try_advisory_lock(bigint)
+        with _postgres().thread_lock(url, key, thread_id):
+            yield
+    else:
+        with _sqlite_thread_lock(_sqlite_file(url, path), digest.hex(), thread_id):
+            yield
 
 
 async def list_threads(
@@ -238,6 +297,26 @@ def _create_sqlite_file(file: Path) -> None:
     sqlite3.connect(file).close()
 
 
+@contextmanager
+def _sqlite_thread_lock(file: Path, key: str, thread_id: str) -> Iterator[None]:
+    import fcntl
+
+    lock_file = file.with_name(f".{file.name}.locks") / f"{key}.lock"
+    try:
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise _sqlite_error(file, exc) from exc
+    try:  # closing the file releases the lock (and so does a dead process)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ThreadBusyError(thread_id) from None
+        yield
+    finally:
+        os.close(fd)
+
+
 async def _aopen_sqlite(file: Path, stack: AsyncExitStack) -> AsyncSqliteSaver:
     try:
         _create_sqlite_file(file)
@@ -261,77 +340,17 @@ def _open_sqlite(file: Path, stack: ExitStack) -> SqliteSaver:
 # --- PostgreSQL ------------------------------------------------------------------------------
 
 
-def _postgres_missing() -> ConfigError:
-    return ConfigError(
-        "PostgreSQL checkpoints need the postgres extra: pip install 'moa-graph[postgres]'"
-    )
-
-
-def _postgres_error(url: str, exc: Exception) -> ConfigError:
-    text = redact_url(_one_line(f"cannot open checkpoint database {url}: {exc}"))
+def _postgres() -> ModuleType:
+    """`moa_graph.postgres`, once the `postgres` extra is known to be installed."""
     try:
-        password = urlsplit(url).password
-    except ValueError:
-        password = None
-    for form in {password, unquote(password)} if password else ():
-        text = text.replace(form, "***")
-    return ConfigError(text)
+        import langgraph.checkpoint.postgres.aio  # noqa: F401  (the extra, checked each time)
 
-
-def _conninfo(url: str) -> str:
-    """The URL with a connect timeout unless it sets one; raises on a malformed URL."""
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    if "connect_timeout" in conninfo_to_dict(url):
-        return url
-    return make_conninfo(url, connect_timeout=_CONNECT_TIMEOUT_S)
-
-
-async def _aopen_postgres(url: str, stack: AsyncExitStack) -> AsyncPostgresSaver:
-    try:
-        import psycopg
-        from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg.rows import dict_row
+        from moa_graph import postgres
     except ImportError:
-        raise _postgres_missing() from None
-    try:
-        conn = await psycopg.AsyncConnection.connect(
-            _conninfo(url), autocommit=True, prepare_threshold=0, row_factory=dict_row
-        )
-        await stack.enter_async_context(conn)
-        saver = AsyncPostgresSaver(conn)
-        await conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
-        try:
-            await saver.setup()
-        finally:
-            await conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
-    except psycopg.Error as exc:
-        # `from None`: psycopg's own message may quote the URL, password and all.
-        raise _postgres_error(url, exc) from None
-    return saver
-
-
-def _open_postgres(url: str, stack: ExitStack) -> PostgresSaver:
-    try:
-        import psycopg
-        from langgraph.checkpoint.postgres import PostgresSaver
-        from psycopg.rows import dict_row
-    except ImportError:
-        raise _postgres_missing() from None
-    try:
-        conn = psycopg.Connection.connect(
-            _conninfo(url), autocommit=True, prepare_threshold=0, row_factory=dict_row
-        )
-        stack.enter_context(conn)
-        saver = PostgresSaver(conn)
-        conn.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
-        try:
-            saver.setup()
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_SETUP_LOCK,))
-    except psycopg.Error as exc:
-        raise _postgres_error(url, exc) from None
-    return saver
+        raise ConfigError(
+            "PostgreSQL checkpoints need the postgres extra: pip install 'moa-graph[postgres]'"
+        ) from None
+    return postgres
 
 
 # --- listing threads -------------------------------------------------------------------------
@@ -372,13 +391,11 @@ async def _latest_thread_ids(
             return [str(row[0]) for row in await cur.fetchall()]
     try:
         from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
-        from psycopg import AsyncConnection
     except ImportError:
         return None
-    if isinstance(saver, AsyncPostgresSaver) and isinstance(saver.conn, AsyncConnection):
-        async with saver.lock:
-            cursor = await saver.conn.execute(_LATEST_THREADS_SQL.format(limit="%s"), (limit,))
-            return [str(row["thread_id"]) for row in await cursor.fetchall()]
+    if isinstance(saver, AsyncPostgresSaver):
+        sql = _LATEST_THREADS_SQL.format(limit="%s")
+        return list(await _postgres().latest_thread_ids(saver, sql, limit))
     return None
 
 

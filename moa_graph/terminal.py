@@ -10,6 +10,7 @@ from typing import Any, ClassVar
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.runnables import RunnableConfig
+from langgraph.types import Durability
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -23,11 +24,17 @@ __all__ = ["stream_turn", "turn_summary"]
 
 
 async def stream_turn(
-    graph: Any, request: Any, run_config: RunnableConfig, preset: Preset
+    graph: Any,
+    request: Any,
+    run_config: RunnableConfig,
+    preset: Preset,
+    *,
+    durability: Durability = "async",
 ) -> Usage | None:
     """Show the references live on stderr, then stream the aggregator's answer to stdout.
 
     Returns the turn's usage, summed from the node updates as the graph's reducer does.
+    `durability` is LangGraph's: when each step is stored.
     """
     err = Console(stderr=True, highlight=False)
     out = Console(highlight=False)
@@ -38,7 +45,10 @@ async def stream_turn(
     live.start()
     try:
         async for mode, chunk in graph.astream(
-            request, run_config, stream_mode=["custom", "messages", "updates"]
+            request,
+            run_config,
+            stream_mode=["custom", "messages", "updates"],
+            durability=durability,
         ):
             if mode == "custom" and chunk.get("type") == "moa_reference":
                 board.update(chunk)

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 import urllib.request
 
 import pytest
@@ -31,18 +32,32 @@ moa:
 _STATE = tempfile.mkdtemp(prefix="moa-cli-state-")
 
 
-def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
+def _cli_env(env: dict | None) -> dict:
     base = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     base.pop("MOA_GRAPH_CONFIG", None)
     base.pop("MOA_GRAPH_CHECKPOINT_URL", None)
     base["XDG_STATE_HOME"] = _STATE  # never the developer's own thread store
+    return base | (env or {})
+
+
+def _cli(*args: str, env: dict | None = None, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "moa_graph.cli", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env=base | (env or {}),
+        env=_cli_env(env),
         cwd=cwd,
+    )
+
+
+def _cli_started(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "moa_graph.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_cli_env(None),
     )
 
 
@@ -249,3 +264,84 @@ def test_an_unreachable_store_is_one_line_without_the_password():
     )
     assert "cannot open checkpoint database postgresql://moa:***@127.0.0.1:1/moa" in line
     assert "hunter2" not in line
+
+
+def _stub_config(stub, tmp_path, **aggregator) -> str:
+    """A config file for the stand-in's preset `demo`: references alpha and beta, aggregator
+    boss (with `aggregator` options)."""
+    options = "".join(f", {key}: {value}" for key, value in aggregator.items())
+    config = tmp_path / "moa.yaml"
+    config.write_text(
+        textwrap.dedent(f"""\
+            moa:
+              providers: {{stub: {{base_url: "{stub.url}"}}}}
+              presets:
+                demo:
+                  reference_models:
+                    - {{provider: stub, model: alpha, max_retries: 0}}
+                    - {{provider: stub, model: beta, max_retries: 0}}
+                  aggregator: {{provider: stub, model: boss{options}}}
+            """),
+        encoding="utf-8",
+    )
+    return str(config)
+
+
+def test_a_second_run_on_a_busy_thread_is_one_line_and_pays_for_nothing(store, stub, tmp_path):
+    stub.configure({"beta": {"latency": 4}})
+    run = ("run", "--json", "--config", _stub_config(stub, tmp_path))
+    run += ("--checkpoint-url", store.url, "--thread", "t-busy")
+    both = [_cli_started(*run, "Name a river."), _cli_started(*run, "Name a river.")]
+    deadline = time.monotonic() + 60
+    while all(p.poll() is None for p in both):  # the one that lost the thread leaves at once
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    (loser,) = [p for p in both if p.poll() is not None]
+    (winner,) = [p for p in both if p is not loser]
+    resume = _cli(*run, "--resume")  # while the winner still runs
+    assert winner.poll() is None, "the turn ended before the second runs were refused"
+    winner_out, winner_err = winner.communicate(timeout=60)
+
+    for refused in (
+        subprocess.CompletedProcess([], loser.returncode, "", loser.stderr.read()),
+        resume,
+    ):
+        assert _one_error_line(refused) == (
+            "moa-graph: error: thread t-busy is busy: another run is on it; try again later"
+        )
+        assert refused.returncode == 75
+    assert winner.returncode == 0, winner_err
+    assert "weighing 2 reference answers" in json.loads(winner_out)["answer"]
+    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+
+
+def test_a_new_question_after_an_unfinished_turn_is_refused_with_the_resume_hint(
+    store, stub, tmp_path
+):
+    stub.configure({"boss": {"fault": {"kind": "status", "status": 500, "times": 1}}})
+    run = ("run", "--json", "--config", _stub_config(stub, tmp_path, max_retries=0))
+    run += ("--checkpoint-url", store.url, "--thread", "t-unfinished")
+    assert "aggregator stub:boss failed" in _one_error_line(_cli(*run, "Name a river."))
+    asked = stub.stats()
+
+    line = _one_error_line(_cli(*run, "And a mountain?"))
+    assert line == (
+        "moa-graph: error: thread t-unfinished's last turn is unfinished (stopped before "
+        "aggregator): finish it with --thread t-unfinished --resume, or ask on a new thread"
+    )
+    assert stub.stats() == asked  # no model was asked
+
+    resumed = _cli(*run, "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert (
+        "Name a river." in json.loads(resumed.stdout)["answer"]
+    )  # the question refused was not kept
+
+
+def test_resume_on_a_thread_with_nothing_unfinished_is_one_line(stub, tmp_path):
+    run = ("run", "--json", "--config", _stub_config(stub, tmp_path), "--thread", "t-done")
+    state = {"XDG_STATE_HOME": str(tmp_path)}
+    assert _cli(*run, "Name a river.", env=state).returncode == 0
+    line = _one_error_line(_cli(*run, "--resume", env=state))
+    assert line == "moa-graph: error: thread t-done has no unfinished turn to resume"
+    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}

@@ -1,22 +1,29 @@
-"""Threads persisted in SQLite and PostgreSQL: continued, resumed after a kill, listed, keyless.
+"""Threads persisted in SQLite and PostgreSQL: continued, resumed after a kill, listed, keyless,
+held by one runner at a time, and kept through a PostgreSQL restart.
 
 Every store test runs against both a real SQLite file and a real PostgreSQL database (see
-`store` in conftest.py), with the graph talking HTTP to the stand-in server.
+`store` in conftest.py), with the graph talking HTTP to the stand-in server. The restart
+tests run `moa-graph run` against a PostgreSQL server of their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
@@ -26,6 +33,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from moa_graph import ConfigError, build_moa_graph
 from moa_graph.persistence import (
     CHECKPOINT_URL_ENV_VAR,
+    ThreadBusyError,
     checkpoint_url,
     default_state_path,
     list_threads,
@@ -33,9 +41,11 @@ from moa_graph.persistence import (
     open_checkpointer,
     open_sync_checkpointer,
     redact_url,
+    thread_lock,
 )
 from moa_graph.testing import StubServer
 from tests.conftest import Store
+from tests.workers import pgserver
 from tests.workers.turn import stub_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -343,3 +353,195 @@ async def test_list_threads_scans_any_other_checkpointer(stub: StubServer):
     threads = await list_threads(saver)
     assert [(t.thread_id, t.user_turns) for t in threads] == [("a", 2), ("b", 1)]
     assert [t.thread_id for t in await list_threads(saver, limit=1)] == ["a"]
+
+
+# --- one runner per thread -------------------------------------------------------------------
+
+
+def test_a_held_thread_refuses_a_second_holder_until_released(store: Store):
+    with thread_lock("t-held", store.url):
+        with pytest.raises(ThreadBusyError) as info, thread_lock("t-held", store.url):
+            pass
+        with thread_lock("t-other", store.url):  # another thread is free meanwhile
+            pass
+    with thread_lock("t-held", store.url):  # released on exit
+        pass
+    assert info.value.thread_id == "t-held" and "thread t-held is busy" in str(info.value)
+
+
+def test_a_thread_lock_dies_with_its_process(store: Store):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from moa_graph.persistence import thread_lock\n"
+            f"with thread_lock('t-dies', {store.url!r}):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(ThreadBusyError), thread_lock("t-dies", store.url):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    deadline = time.monotonic() + 10  # the server notices the closed socket
+    while True:
+        try:
+            with thread_lock("t-dies", store.url):
+                return
+        except ThreadBusyError:
+            assert time.monotonic() < deadline, "the lock outlived its process"
+            time.sleep(0.1)
+
+
+# --- a PostgreSQL restart mid-turn -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OwnServer:
+    """A PostgreSQL server of this test's own, to restart."""
+
+    base: Path
+    url: str
+
+
+@pytest.fixture
+def own_pg() -> Iterator[OwnServer]:
+    # In /tmp, as conftest's `pg_url` explains.
+    base = Path(tempfile.mkdtemp(prefix="moa-pg-restart-"))
+    try:
+        yield OwnServer(base, pgserver.start(base))
+    finally:
+        pgserver.stop(base)
+
+
+def _cli_run(stub: StubServer, tmp_path: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    """`moa-graph run --json` on the stand-in's preset `demo`, thread store `url`."""
+    config = tmp_path / "moa.yaml"
+    config.write_text(json.dumps(stub_config(stub.url)), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MOA_GRAPH_")}
+    command = [sys.executable, "-m", "moa_graph.cli", "run", "--json", "--config", str(config)]
+    return subprocess.Popen(
+        [*command, "--checkpoint-url", url, *args],
+        cwd=ROOT,
+        env=env | {"XDG_STATE_HOME": str(tmp_path / "state")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait_for(what: str, done: Callable[[], bool], process: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 60
+    while not done():
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{what} never happened"
+        time.sleep(0.05)
+
+
+def _beta_in_flight_after_alpha_was_stored(
+    stub: StubServer, url: str, thread_id: str, process: subprocess.Popen[str]
+) -> None:
+    with open_sync_checkpointer(url) as saver:
+        _wait_for(
+            "alpha stored, beta asked",
+            lambda: (
+                _alpha_answer_is_stored(saver, _thread(thread_id)) and stub.stats().get("beta") == 1
+            ),
+            process,
+        )
+    assert "boss" not in stub.stats()
+
+
+def _finished(process: subprocess.Popen[str]) -> tuple[int, str, str]:
+    stdout, stderr = process.communicate(timeout=90)
+    return process.returncode, stdout, stderr
+
+
+def test_a_turn_rides_out_a_postgresql_restart_and_pays_each_model_once(
+    own_pg: OwnServer, stub: StubServer, tmp_path: Path
+):
+    stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 3}})
+    turn = _cli_run(stub, tmp_path, own_pg.url, "--thread", "t-restart", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(stub, own_pg.url, "t-restart", turn)
+    pgserver.restart(own_pg.base)  # every session of the run is cut
+
+    status, stdout, stderr = _finished(turn)
+    assert (status, stderr) == (0, "")  # not a word about the reconnect
+    assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
+    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+    with open_sync_checkpointer(own_pg.url) as saver:
+        latest = saver.get_tuple(_thread("t-restart"))
+    assert latest is not None and [
+        m.type for m in latest.checkpoint["channel_values"]["messages"]
+    ] == [
+        "human",
+        "ai",
+    ]
+
+
+def test_a_database_down_past_the_timeout_stops_before_the_aggregator_and_resumes(
+    own_pg: OwnServer, stub: StubServer, tmp_path: Path
+):
+    url = f"{own_pg.url}?connect_timeout=2"
+    stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 2}})
+    turn = _cli_run(stub, tmp_path, url, "--thread", "t-down", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(stub, url, "t-down", turn)
+    pgserver.halt(own_pg.base)
+    try:
+        status, _, stderr = _finished(turn)
+    finally:
+        pgserver.start_again(own_pg.base)
+
+    assert status == 1 and "Traceback" not in stderr
+    (line,) = stderr.strip().splitlines()
+    assert line.startswith("moa-graph: error: checkpoint database postgresql://"), line
+    assert "--thread t-down --resume" in line
+    assert "boss" not in stub.stats()  # nothing paid for after the failed write
+
+    status, stdout, stderr = _finished(
+        _cli_run(stub, tmp_path, url, "--thread", "t-down", "--resume")
+    )
+    assert status == 0, stderr
+    assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
+    # alpha's stored answer was kept; beta's could not be stored while the database was down.
+    assert stub.stats() == {"alpha": 1, "beta": 2, "boss": 1}
+
+
+_WAITING_ON_A_LOCK = (
+    "SELECT pid FROM pg_stat_activity "
+    "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+)
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_write_cut_mid_call_is_made_again_on_a_fresh_connection(
+    store: Store, stub: StubServer, tmp_path: Path
+):
+    stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 1}})
+    turn = _cli_run(stub, tmp_path, store.url, "--thread", "t-cut", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(stub, store.url, "t-cut", turn)
+    with psycopg.connect(store.url) as admin:
+        # beta's answer arrives and its write waits on this lock; then its session is cut.
+        admin.execute("LOCK TABLE checkpoint_writes IN ACCESS EXCLUSIVE MODE")
+        with psycopg.connect(store.url, autocommit=True) as watcher:
+            _wait_for(
+                "a write waiting",
+                lambda: bool(watcher.execute(_WAITING_ON_A_LOCK).fetchall()),
+                turn,
+            )
+            ((pid,),) = watcher.execute(_WAITING_ON_A_LOCK).fetchall()
+            watcher.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        admin.rollback()
+
+    status, stdout, stderr = _finished(turn)
+    assert (status, stderr) == (0, "")  # not a word about the reconnect
+    assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
+    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}

@@ -1,6 +1,7 @@
 """A throwaway PostgreSQL server on loopback, for the tests and for CI. Standard library only.
 
     python3 tests/workers/pgserver.py start DIR    # prints postgresql://postgres@127.0.0.1:PORT/moa_test
+    python3 tests/workers/pgserver.py restart DIR  # stops it and starts it again, same port
     python3 tests/workers/pgserver.py stop DIR     # stops the server and removes DIR
 
 DIR holds the data directory, the unix socket and the server log. Authentication is `trust`,
@@ -96,17 +97,18 @@ def start(base: Path) -> str:
     initdb = ["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync"]
     _run([str(binaries / "initdb"), "-D", str(data), *initdb], what="initdb")
     port = _start_server(binaries, base)
+    (base / "port").write_text(str(port))
     createdb = ["-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DATABASE]
     _run([str(binaries / "createdb"), *createdb], what="createdb")
     return f"postgresql://postgres@127.0.0.1:{port}/{DATABASE}"
 
 
-def _start_server(binaries: Path, base: Path) -> int:
-    """Start the cluster in `base/data` on a free loopback port; return the port."""
+def _start_server(binaries: Path, base: Path, port: int | None = None) -> int:
+    """Start the cluster in `base/data` on `port`, else a free loopback port; return the port."""
     log = base / "server.log"
     failure: PostgresUnavailable | None = None
-    for _ in range(_PORT_ATTEMPTS):
-        port = _free_port()
+    for _ in range(1 if port else _PORT_ATTEMPTS):
+        port = port or _free_port()
         options = f"-c listen_addresses=127.0.0.1 -p {port} -k {base} {_SERVER_OPTIONS}"
         pg_ctl = ["-D", str(base / "data"), "-l", str(log), "-w", "-t", str(_START_TIMEOUT_S)]
         try:
@@ -116,6 +118,23 @@ def _start_server(binaries: Path, base: Path) -> int:
             failure = exc  # most likely the port was taken meanwhile: try another
     tail = log.read_text(errors="replace").splitlines()[-5:] if log.exists() else []
     raise PostgresUnavailable(f"{failure} | server log: {' | '.join(tail)}")
+
+
+def halt(base: Path) -> None:
+    """Stop the server started in `base` as a restart would (sessions are cut), keeping its data."""
+    pg_ctl = ["-D", str(base / "data"), "-m", "fast", "-w", "-t", str(_START_TIMEOUT_S), "stop"]
+    _run([str(bin_dir() / "pg_ctl"), *pg_ctl], what="pg_ctl stop")
+
+
+def start_again(base: Path) -> None:
+    """Start the server `halt` stopped, on the same port (clients reconnect to the same URL)."""
+    _start_server(bin_dir(), base, int((base / "port").read_text()))
+
+
+def restart(base: Path) -> None:
+    """Restart the server started in `base` on the same port: every session is cut."""
+    halt(base)
+    start_again(base)
 
 
 def stop(base: Path) -> None:
@@ -131,16 +150,19 @@ def stop(base: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`start DIR` prints the URL; `stop DIR`. Errors: one line on stderr, exit status 1."""
-    if len(argv) != 2 or argv[0] not in {"start", "stop"}:
-        print("usage: pgserver.py start|stop DIR", file=sys.stderr)
+    """`start DIR` prints the URL; `restart DIR`; `stop DIR`. Errors: one line, exit status 1."""
+    if len(argv) != 2 or argv[0] not in {"start", "restart", "stop"}:
+        print("usage: pgserver.py start|restart|stop DIR", file=sys.stderr)
         return 2
     command, base = argv[0], Path(argv[1])
     if command == "stop":
         stop(base)
         return 0
     try:
-        print(start(base))
+        if command == "restart":
+            restart(base)
+        else:
+            print(start(base))
     except (PostgresUnavailable, OSError, subprocess.SubprocessError) as exc:
         print(f"pgserver: cannot start PostgreSQL: {exc}", file=sys.stderr)
         return 1
