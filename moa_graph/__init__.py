@@ -14,7 +14,14 @@ Example:
 from moa_graph.chat_model import MoAChatModel, init_moa_model
 from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
 from moa_graph.context import MoAContext
-from moa_graph.errors import ConfigError, MoAAggregatorError, MoAToolLoopError, ProviderError
+from moa_graph.errors import (
+    CheckpointStoreError,
+    ConfigError,
+    MoAAggregatorError,
+    MoAToolLoopError,
+    ProviderError,
+    ThreadBusyError,
+)
 from moa_graph.graph import build_moa_graph, build_studio_graph
 from moa_graph.providers import warm_up
 from moa_graph.state import MoAState, ReferenceAnswer
@@ -22,6 +29,7 @@ from moa_graph.transport import aclose_http_clients
 from moa_graph.trimming import reference_messages
 
 __all__ = [
+    "CheckpointStoreError",
     "ConfigError",
     "MoAAggregatorError",
     "MoAChatModel",
@@ -34,6 +42,7 @@ __all__ = [
     "ProviderError",
     "ProviderSpec",
     "ReferenceAnswer",
+    "ThreadBusyError",
     "aclose_http_clients",
     "build_moa_graph",
     "build_studio_graph",

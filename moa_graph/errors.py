@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "MoAAggregatorError", "MoAToolLoopError", "ProviderError"]
+__all__ = [
+    "CheckpointStoreError",
+    "ConfigError",
+    "MoAAggregatorError",
+    "MoAToolLoopError",
+    "ProviderError",
+    "ThreadBusyError",
+]
 
 
 class ConfigError(ValueError):
@@ -72,3 +79,25 @@ class MoAToolLoopError(RuntimeError):
         )
         self.preset = preset
         self.rounds = rounds
+
+
+class ThreadBusyError(RuntimeError):
+    """Another runner holds the thread: `thread_lock` refused it without waiting.
+
+    Attributes:
+        thread_id: The busy thread.
+    """
+
+    def __init__(self, thread_id: str) -> None:
+        super().__init__(f"thread {thread_id} is busy: another run is on it; try again later")
+        self.thread_id = thread_id
+
+
+class CheckpointStoreError(RuntimeError):
+    """The checkpoint store failed mid-run, after one retry on a fresh connection.
+
+    Raised by the PostgreSQL savers `open_checkpointer` opens (in place of psycopg's
+    `OperationalError`) when the server stayed unreachable for the whole connect timeout.
+    One line, no password. Run with `durability="sync"` to stop at the failed write, so
+    that nothing after it is paid for; the thread resumes from its last stored step.
+    """

@@ -42,7 +42,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from moa_graph.errors import ConfigError
+from moa_graph.errors import CheckpointStoreError, ConfigError, ThreadBusyError
 
 __all__ = [
     "CHECKPOINT_URL_ENV_VAR",
@@ -71,28 +71,6 @@ _LATEST_THREADS_SQL = (
     "SELECT thread_id FROM checkpoints WHERE checkpoint_ns = '' "
     "GROUP BY thread_id ORDER BY MAX(checkpoint_id) DESC LIMIT {limit}"
 )
-
-
-class ThreadBusyError(RuntimeError):
-    """Another runner holds the thread: `thread_lock` refused it without waiting.
-
-    Attributes:
-        thread_id: The busy thread.
-    """
-
-    def __init__(self, thread_id: str) -> None:
-        super().__init__(f"thread {thread_id} is busy: another run is on it; try again later")
-        self.thread_id = thread_id
-
-
-class CheckpointStoreError(RuntimeError):
-    """The checkpoint store failed mid-run, after one retry on a fresh connection.
-
-    Raised by the PostgreSQL savers `open_checkpointer` opens (in place of psycopg's
-    `OperationalError`) when the server stayed unreachable for the whole connect timeout.
-    One line, no password. Run with `durability="sync"` to stop at the failed write, so
-    that nothing after it is paid for; the thread resumes from its last stored step.
-    """
 
 
 @dataclass(frozen=True)
