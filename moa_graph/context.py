@@ -43,13 +43,18 @@ class MoAContext:
     def coerce(cls, context: object) -> MoAContext:
         """The run's context as a `MoAContext`: None is the defaults, a mapping is checked.
 
+        Keys `MoAContext` lacks are ignored, as LangGraph ignores them: a parent graph, a
+        `RemoteGraph` caller or the server itself may put its own keys (`run_id`,
+        `user_id`, ...) beside ours. A key this context no longer takes, such as
+        `config_path`, is refused when it is set, so a caller who thinks it chooses the
+        config file learns that it does not.
+
         Raises:
-            ConfigError: The mapping has a key `MoAContext` lacks (such as the retired
-                `config_path`: a run cannot choose the config file) or a value of the
-                wrong type.
+            ConfigError: The mapping sets a retired key (`config_path`: a run cannot choose
+                the config file), or `preset` is not a string.
 
         Example:
-            >>> MoAContext.coerce({"preset": "fast"})
+            >>> MoAContext.coerce({"preset": "fast", "user_id": "u1"})
             MoAContext(preset='fast')
         """
         if context is None:
@@ -57,16 +62,20 @@ class MoAContext:
         if isinstance(context, cls):
             return context
         if isinstance(context, Mapping):
-            names = [f.name for f in fields(cls)]
-            unknown = [str(key) for key in context if key not in names]
-            if unknown:
+            retired = [key for key in _RETIRED if context.get(key)]
+            if retired:
                 raise ConfigError(
-                    f"run context: unknown key {unknown[0][:80]!r}; the MoA graph's context takes "
-                    f"only {', '.join(map(repr, names))} (a preset of the server's config, "
-                    "which is chosen when the server starts)"
+                    f"run context: {retired[0]!r} is not accepted: a run chooses a preset of "
+                    "the server's config by name, and the config file is chosen when the "
+                    "server starts"
                 )
-            return cls(**context)
+            names = {f.name for f in fields(cls)}
+            return cls(**{key: value for key, value in context.items() if key in names})
         raise ConfigError(
             f"run context: the MoA graph's context must be a MoAContext or a mapping, "
             f"not {type(context).__name__}"
         )
+
+
+_RETIRED = ("config_path",)
+"""Context keys of earlier versions that chose what only the server's owner may choose."""

@@ -81,7 +81,7 @@ def test_the_exported_graph_has_no_checkpointer_and_explains_its_context():
     assert list(moa.get_input_jsonschema()["properties"]) == ["messages"]
 
 
-def test_the_served_factory_refuses_a_run_context_with_an_unknown_key():
+def test_the_served_factory_refuses_a_run_context_that_sets_config_path():
     from langgraph.store.memory import InMemoryStore
     from langgraph_sdk.runtime import _ExecutionRuntime, _ReadRuntime
 
@@ -92,10 +92,12 @@ def test_the_served_factory_refuses_a_run_context_with_an_unknown_key():
             access_context="threads.create_run", store=InMemoryStore(), context=context
         )
 
-    with pytest.raises(ConfigError, match="run context: unknown key 'config_path'"):
+    with pytest.raises(ConfigError, match="run context: 'config_path' is not accepted"):
         graph(run({"preset": "p", "config_path": "/tmp/evil.yaml"}))
-    # LangGraph's own keys may sit beside the preset when a run is sent as `configurable`.
+    # Other keys may sit beside the preset: LangGraph's own, a RemoteGraph caller's, the
+    # caller's own (`user_id`), and an old assistant's empty `config_path`.
     assert graph(run({"preset": "p", "checkpoint_id": "1", "thread_id": "t"})) is moa
+    assert graph(run({"preset": "p", "run_id": "r", "user_id": "u", "config_path": ""})) is moa
     assert graph(run(None)) is moa
     assert graph(_ReadRuntime(access_context="assistants.read", store=InMemoryStore())) is moa
 
@@ -154,7 +156,7 @@ def test_a_context_naming_a_config_file_is_refused_naming_the_key(tmp_path):
     parent.add_node("moa", build_studio_graph(config=server_config, model_factory=models).compile())
     parent.add_edge(START, "moa")
 
-    with pytest.raises(ConfigError, match="run context: unknown key 'config_path'"):
+    with pytest.raises(ConfigError, match="run context: 'config_path' is not accepted"):
         parent.compile().invoke(_ask("q"), context={"config_path": str(evil)})
     assert "fake:evil_agg" not in models.built
 
@@ -467,6 +469,22 @@ def test_a_preset_chosen_through_context_changes_the_models_called(studio, stub)
     assert server.stats() == {"alpha": 1, "beta": 1, "boss": 1}
 
 
+def test_a_run_sent_as_configurable_with_other_keys_runs_its_preset(studio, stub):
+    # How RemoteGraph and older clients send a run: the server copies `configurable` into
+    # the context, keys of other parties included.
+    client, assistant = studio
+    server, _ = stub
+    server.reset()
+    question = {"messages": [{"role": "user", "content": "Hello there."}]}
+    configurable = {"preset": "duo", "user_id": "u1", "run_id": "r1", "config_path": ""}
+
+    result = client.runs.wait(
+        None, assistant, input=question, config={"configurable": configurable}
+    )
+
+    assert [r["label"] for r in result["references"]] == ["stub:alpha", "stub:beta"]
+
+
 def test_an_unknown_preset_is_an_error_listing_the_servers_presets(studio):
     client, assistant = studio
     question = {"messages": [{"role": "user", "content": "Hello there."}]}
@@ -509,7 +527,9 @@ def test_a_callers_config_file_is_never_loaded(studio, studio_dir, listener, sen
         run = {"assistant_id": created}
 
     try:
-        with pytest.raises(Exception, match=r"run context: unknown key 'config_path'") as refused:
+        with pytest.raises(
+            Exception, match=r"run context: 'config_path' is not accepted"
+        ) as refused:
             client.runs.wait(None, input=question, **run)
     finally:
         if sent_as == "assistant":
