@@ -40,9 +40,11 @@ from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
     aggregator_step,
+    answering_model,
     check_tool_budget,
-    last_tool_step,
     tool_budget_note,
+    tool_rounds,
+    tools_spent,
     turn_start,
 )
 
@@ -252,7 +254,8 @@ class MoAChatModel(BaseChatModel):
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
         callbacks = _child_callbacks(run_manager)
-        return _Call(models, key.hexdigest(), view, callbacks, kwargs, at_step, turn_step=step)
+        rounds = tool_rounds(messages, at)
+        return _Call(models, key.hexdigest(), view, callbacks, kwargs, at_step, rounds=rounds)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -285,7 +288,7 @@ class _Call:
 
     `step` is the aggregator step of the turn this call is (1 under `per_turn`): advice made
     now is placed there; advice from the cache stays where it was made (`Advice.step`).
-    `turn_step` is that step whatever the schedule: it spends the tool budget.
+    `rounds` are the turn's tool rounds so far: they spend the tool budget.
     """
 
     def __init__(
@@ -297,10 +300,10 @@ class _Call:
         kwargs: dict[str, Any],
         step: int,
         *,
-        turn_step: int,
+        rounds: int,
     ) -> None:
         self.models = models
-        self.turn_step = turn_step
+        self.rounds = rounds
         self.key = key
         self.view = view
         self.callbacks = callbacks
@@ -325,14 +328,21 @@ class _Call:
         """The aggregator with this call's tools, its input (with guidance) and run config."""
         kwargs = dict(self._kwargs)
         tools = kwargs.pop("tools", None)
-        last = last_tool_step(self.models.preset, self.turn_step)
-        if last and tools:
-            kwargs["tool_choice"] = "none"
-        model: Runnable[LanguageModelInput, BaseMessage] = self.models.aggregator()
-        if tools:
-            model = self.models.aggregator().bind_tools(tools, **kwargs)
+        aggregator = self.models.aggregator()
+        model: Runnable[LanguageModelInput, BaseMessage] = aggregator
+        # A caller's own tool_choice (structured output names its tool) stands; otherwise a
+        # spent budget asks for an answer.
+        last = (
+            bool(tools)
+            and tools_spent(self.models.preset, self.rounds)
+            and kwargs.get("tool_choice") in (None, "auto")
+        )
+        if last:
+            model = answering_model(aggregator, tools, **kwargs)
+        elif tools:
+            model = aggregator.bind_tools(tools, **kwargs)
         elif kwargs:
-            model = model.bind(**kwargs)
+            model = aggregator.bind(**kwargs)
         guidance = None
         if enabled_slots(self.models):
             guidance = render_guidance(self.models.preset, advice.answers, raw=advice.raw)
@@ -346,8 +356,13 @@ class _Call:
         return model, agg_input, config
 
     def check(self, reply: BaseMessage) -> None:
-        """Refuse tool calls on the turn's last tool step (`MoAToolLoopError`)."""
-        check_tool_budget(self.models.preset, self.turn_step, reply)
+        """Refuse tool calls once the turn's tool rounds are spent (`MoAToolLoopError`).
+
+        A caller who forces a tool (`tool_choice` naming one, `"required"`, `"any"`) asked
+        for the call, so it is theirs to bound.
+        """
+        if self._kwargs.get("tool_choice") in (None, "auto", "none"):
+            check_tool_budget(self.models.preset, self.rounds, reply)
 
     def errors(self) -> AbstractContextManager[None]:
         """Turn an aggregator failure into a `MoAAggregatorError` naming its label."""

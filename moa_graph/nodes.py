@@ -38,8 +38,9 @@ from moa_graph.turn import (
     aggregator_step,
     answering_model,
     check_tool_budget,
-    last_tool_step,
     tool_budget_note,
+    tool_rounds,
+    tools_spent,
     turn_start,
 )
 from moa_graph.usage import call_usage
@@ -107,27 +108,27 @@ class MoANodes:
     def aggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (sync)."""
         models = self.resolver.models()
-        step = aggregator_step(state["messages"])
-        model, messages = _aggregator_call(state, models, step)
+        rounds = tool_rounds(state["messages"])
+        model, messages = _aggregator_call(state, models, rounds)
         with aggregator_failures(models.preset.aggregator.label):
             reply = model.invoke(messages, config=aggregator_config(models.preset.aggregator))
-        return self._aggregator_update(models, reply, step)
+        return self._aggregator_update(models, reply, rounds)
 
     async def aaggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (async)."""
         models = await self.resolver.amodels()
-        step = aggregator_step(state["messages"])
-        model, messages = _aggregator_call(state, models, step)
+        rounds = tool_rounds(state["messages"])
+        model, messages = _aggregator_call(state, models, rounds)
         with aggregator_failures(models.preset.aggregator.label):
             reply = await model.ainvoke(
                 messages, config=aggregator_config(models.preset.aggregator)
             )
-        return self._aggregator_update(models, reply, step)
+        return self._aggregator_update(models, reply, rounds)
 
     def _aggregator_update(
-        self, models: PresetModels, reply: BaseMessage, step: int
+        self, models: PresetModels, reply: BaseMessage, rounds: int
     ) -> dict[str, Any]:
-        check_tool_budget(models.preset, step, reply)
+        check_tool_budget(models.preset, rounds, reply)
         invalid = getattr(reply, "invalid_tool_calls", None)
         if invalid and not getattr(reply, "tool_calls", None):
             # Nothing to run and nothing to say: fail the step (resumably) rather than end
@@ -199,11 +200,14 @@ def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["
 
 
 def _aggregator_call(
-    state: MoAState, models: PresetModels, step: int
+    state: MoAState, models: PresetModels, rounds: int
 ) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage]]:
-    """The aggregator to call at `step` and its input: acting, or answering on the last step."""
+    """The aggregator to call after `rounds` tool rounds, and its input (guidance included).
+
+    Acting (bound to the tools), or answering once the preset's tool rounds are spent.
+    """
     messages = _aggregator_messages(state, models)
-    if not last_tool_step(models.preset, step):
+    if not (models.tools and tools_spent(models.preset, rounds)):
         return models.acting(), messages
     answering = answering_model(models.aggregator(), models.tools)
     return answering, [*messages, tool_budget_note(models.preset)]

@@ -5,20 +5,22 @@ answers the human message, and each tool round (an assistant turn with tool call
 results) adds one. The graph's nodes and `MoAChatModel` ask these functions, so the two
 front-ends count steps and spend the tool budget the same way.
 
-The tool budget (`Preset.max_tool_rounds`) is spent on the aggregator's last step: it is
-asked once more with its tools still described but `tool_choice="none"` and a note to
-answer now, so a looping agent ends with an answer and nothing already paid is thrown away.
-A model that calls tools even then ends the turn with `MoAToolLoopError`.
+The tool budget (`Preset.max_tool_rounds`) counts tool rounds: assistant messages of the
+turn that call tools. Once it is spent, the aggregator (when it has tools) is asked once
+more with its tools still described but `tool_choice="none"` and a note to answer now, so a
+looping agent ends with an answer and nothing already paid is thrown away. A reply that
+calls tools even then ends the turn with `MoAToolLoopError`, tools or not (a model can
+call a tool it was never given).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.runnables import Runnable
-from langchain_core.tools import BaseTool
 
 from moa_graph import prompts
 from moa_graph.config import Preset
@@ -29,8 +31,9 @@ __all__ = [
     "aggregator_step",
     "answering_model",
     "check_tool_budget",
-    "last_tool_step",
     "tool_budget_note",
+    "tool_rounds",
+    "tools_spent",
     "turn_start",
 ]
 
@@ -61,9 +64,21 @@ def aggregator_step(messages: Sequence[BaseMessage], turn_at: int | None = None)
     return 1 + sum(message.type == "ai" for message in messages[at + 1 :])
 
 
-def last_tool_step(preset: Preset, step: int) -> bool:
-    """Whether step `step` has spent the preset's tool rounds: it must answer, not call tools."""
-    return step - 1 >= preset.max_tool_rounds
+def tool_rounds(messages: Sequence[BaseMessage], turn_at: int | None = None) -> int:
+    """Tool rounds the turn has taken: its assistant messages that call tools.
+
+    Other assistant messages (another agent's reply in a shared transcript) spend nothing.
+
+    Raises:
+        ValueError: The conversation has no user message.
+    """
+    at = turn_start(messages) if turn_at is None else turn_at
+    return sum(bool(_tool_calls(message)) for message in messages[at + 1 :])
+
+
+def tools_spent(preset: Preset, rounds: int) -> bool:
+    """Whether `rounds` tool rounds use up the preset's budget: the next step must answer."""
+    return rounds >= preset.max_tool_rounds
 
 
 def tool_budget_note(preset: Preset) -> HumanMessage:
@@ -72,28 +87,31 @@ def tool_budget_note(preset: Preset) -> HumanMessage:
 
 
 def answering_model(
-    aggregator: BaseChatModel, tools: Sequence[BaseTool]
+    aggregator: BaseChatModel, tools: Sequence[Any], **kwargs: Any
 ) -> Runnable[LanguageModelInput, BaseMessage]:
     """The aggregator for its last step: its tools described, `tool_choice="none"`.
 
     The tools stay in the request (some providers refuse a conversation with tool calls
     but no tools); a model whose `bind_tools` does not take `tool_choice` gets them plain,
-    and `check_tool_budget` is the bound then.
+    and `check_tool_budget` is the bound then. `kwargs` are other `bind_tools` options.
     """
-    if not tools:
-        return aggregator
     try:
-        return aggregator.bind_tools(tools, tool_choice="none")
+        return aggregator.bind_tools(tools, **{**kwargs, "tool_choice": "none"})
     except (TypeError, ValueError):
-        return aggregator.bind_tools(tools)
+        return aggregator.bind_tools(tools, **kwargs)
 
 
-def check_tool_budget(preset: Preset, step: int, reply: BaseMessage) -> None:
-    """Refuse a reply that asks for tools on the last step (the loop's hard bound).
+def check_tool_budget(preset: Preset, rounds: int, reply: BaseMessage) -> None:
+    """Refuse a reply that asks for tools once the budget is spent (the loop's hard bound).
 
     Raises:
-        MoAToolLoopError: The reply calls tools although its step had none left.
+        MoAToolLoopError: The reply calls tools although `rounds` used up the budget.
     """
-    calls = getattr(reply, "tool_calls", None) or getattr(reply, "invalid_tool_calls", None)
-    if calls and last_tool_step(preset, step):
+    if _tool_calls(reply) and tools_spent(preset, rounds):
         raise MoAToolLoopError(preset.name, preset.max_tool_rounds)
+
+
+def _tool_calls(message: BaseMessage) -> list[Any]:
+    return list(getattr(message, "tool_calls", None) or ()) + list(
+        getattr(message, "invalid_tool_calls", None) or ()
+    )

@@ -145,3 +145,34 @@ def test_the_last_request_over_http_says_tool_choice_none(stub):
     assert last["tool_choice"] == "none" and last["tools"][0]["function"]["name"] == "calculator"
     assert last["messages"][-1] == {"role": "user", "content": TOOL_ROUNDS_SPENT.format(rounds=1)}
     assert out["messages"][-1].type == "ai" and not out["messages"][-1].tool_calls
+
+
+def test_only_assistant_messages_that_call_tools_spend_the_budget():
+    # A shared transcript: other agents' plain replies after the human message.
+    models = FakeModels(agg=FakeChatModel(label="agg"))
+    moa = MoAChatModel(preset=_preset(1), model_factory=models).bind_tools([lookup])
+    history = [HumanMessage("dig"), AIMessage("planner: on it"), AIMessage("critic: go on")]
+    moa.invoke(history)
+    assert models["agg"].calls[-1].tool_choice is None
+    assert not any(_NOTE in str(m.content) for m in models["agg"].calls[-1].messages)
+
+
+def test_without_tools_no_note_is_sent_but_a_hallucinated_call_still_ends_the_loop():
+    models = FakeModels(agg=_looping(obeys_the_note=False))
+    graph = build_moa_graph(_preset(0), tools=(), model_factory=models).compile()
+    with pytest.raises(MoAToolLoopError):
+        graph.invoke({"messages": [HumanMessage("dig")]})
+    (call,) = models["agg"].calls
+    assert not any(_NOTE in str(m.content) for m in call.messages)
+
+
+def test_structured_output_keeps_its_own_tool_choice_when_the_budget_is_spent():
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        ok: bool
+
+    models = FakeModels(agg=FakeChatModel(label="agg", script=[tool_call("Verdict", {"ok": True})]))
+    moa = MoAChatModel(preset=_preset(0), model_factory=models)
+    assert moa.with_structured_output(Verdict).invoke("judge it") == Verdict(ok=True)
+    assert models["agg"].calls[-1].tool_choice not in (None, "none")
