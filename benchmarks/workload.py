@@ -3,8 +3,8 @@
 A turn is N reference calls and one aggregator call. The references are `ref0` ... `ref{N-1}`
 and the aggregator is `agg`, all on one stand-in (one base URL), so a contender may share one
 HTTP client across them. Baselines send what moa_graph sends: the advisor system prompt and
-the user's question to each reference, then the question and the same guidance text (built
-from moa_graph's prompt constants) to the aggregator.
+the user's question to each reference, then the question and the same guidance text
+(rendered by moa_graph's `render_guidance`) to the aggregator.
 """
 
 from __future__ import annotations
@@ -12,8 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from moa_graph import MoAConfig, Preset, load_config
-from moa_graph.prompts import GUIDANCE_HEADER, GUIDANCE_REFERENCE, REFERENCE_SYSTEM_PROMPT
+from moa_graph import MoAConfig, ModelSpec, Preset, ReferenceAnswer, load_config
+from moa_graph.guidance import render_guidance
+from moa_graph.prompts import REFERENCE_SYSTEM_PROMPT
 
 __all__ = [
     "AGGREGATOR",
@@ -76,12 +77,16 @@ def moa_config(
 
 
 def guidance(answers: Sequence[str | None]) -> str:
-    """The guidance text moa_graph would render for these answers (None: no answer)."""
-    blocks = [GUIDANCE_HEADER.format(preset=PRESET, aggregator=f"{PROVIDER}:{AGGREGATOR}")]
-    number = 0
-    for i, text in enumerate(answers):
-        if text is not None:
-            number += 1
-            label = f"{PROVIDER}:ref{i}"
-            blocks.append(GUIDANCE_REFERENCE.format(number=number, label=label, text=text))
-    return "\n\n".join(blocks)
+    """The guidance text moa_graph renders for these answers (None: no answer)."""
+    spec = ModelSpec(provider=PROVIDER, model=AGGREGATOR)
+    preset = Preset(name=PRESET, reference_models=[spec], aggregator=spec)
+    references = [
+        ReferenceAnswer(
+            index=i,
+            label=f"{PROVIDER}:ref{i}",
+            status="ok" if text is not None else "failed",
+            text=text if text is not None else "[failed]",
+        )
+        for i, text in enumerate(answers)
+    ]
+    return render_guidance(preset, references)

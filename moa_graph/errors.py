@@ -43,20 +43,32 @@ class ProviderError(Exception):
     """A provider's failure as `Type: message`, with every API key scrubbed.
 
     The `__cause__` of a `MoAAggregatorError`, standing in for the provider client's own
-    exception: that one can carry the key, in an error body that echoes the request or in
-    the request object it holds. The traceback is the original one.
+    exception: that one can carry the key, in an error body that echoes the request, in the
+    request object it holds, and in the locals of its traceback's frames (which error
+    trackers and `traceback.TracebackException(..., capture_locals=True)` show). So this
+    error has no traceback of its own: where the call failed is kept as text, scrubbed, and
+    printed with it as a note.
 
     Attributes:
         type_name: The class name of the client's exception, e.g. `RateLimitError`.
         status_code: The HTTP status the provider answered with, if it answered.
+        provider_traceback: The client exception's formatted traceback, keys scrubbed.
     """
 
     def __init__(
-        self, description: str, *, type_name: str = "", status_code: int | None = None
+        self,
+        description: str,
+        *,
+        type_name: str = "",
+        status_code: int | None = None,
+        provider_traceback: str = "",
     ) -> None:
         super().__init__(description)
         self.type_name = type_name
         self.status_code = status_code
+        self.provider_traceback = provider_traceback
+        if provider_traceback:
+            self.add_note(f"The provider client's traceback (keys scrubbed):\n{provider_traceback}")
 
 
 class MoAToolLoopError(RuntimeError):

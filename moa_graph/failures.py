@@ -5,7 +5,9 @@ header, a gateway's debug dump), and the client's exception object carries the r
 itself. So every text made here is scrubbed of every key value the process has read
 (`scrub_secrets`) *before* it is cut to length, and a `MoAAggregatorError` never holds the
 provider's exception: its `__cause__` is a `ProviderError` standing in for it (its type name,
-HTTP status, scrubbed message and traceback), and its `__context__` is empty.
+HTTP status, scrubbed message and, as text, its scrubbed traceback), its `__context__` is
+empty, and no frame of its traceback has the provider's exception (or its frames, whose
+locals hold the request) among its locals.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+import traceback
+from types import TracebackType
 from typing import NoReturn
 
 from langgraph.errors import GraphBubbleUp
@@ -34,6 +36,8 @@ _MAX_ERROR_CHARS = 300
 """Length of a description in a failed reference's text and a `MoAAggregatorError`."""
 _MAX_CAUSE_CHARS = 4000
 """Length of the message a `ProviderError` stand-in keeps: more detail, still bounded."""
+_MAX_TRACEBACK_CHARS = 20_000
+"""Length of the provider's traceback a `ProviderError` keeps (its end: the failing call)."""
 _MALFORMED_RESPONSE = (json.JSONDecodeError, IndexError, KeyError)
 
 
@@ -68,33 +72,51 @@ def aggregator_error(label: str, exc: BaseException) -> MoAAggregatorError:
     """
     error = MoAAggregatorError(label, describe_error(exc))
     status = getattr(exc, "status_code", None)
-    cause = ProviderError(
+    # Where the call failed as text: the client's frames (their locals hold the request,
+    # key included) are not kept.
+    where = scrub_secrets("".join(traceback.format_exception(exc)))
+    if len(where) > _MAX_TRACEBACK_CHARS:
+        where = "...\n" + where[-_MAX_TRACEBACK_CHARS:]
+    error.__cause__ = ProviderError(
         describe_error(exc, max_chars=_MAX_CAUSE_CHARS),
         type_name=type(exc).__name__,
         status_code=status if isinstance(status, int) else None,
+        provider_traceback=where,
     )
-    # Where the provider call failed stays readable; the frames' source lines hold no values.
-    error.__cause__ = cause.with_traceback(exc.__traceback__)
     return error
 
 
-@contextmanager
-def aggregator_failures(label: str) -> Iterator[None]:
+class aggregator_failures:  # named as the call it is: `with aggregator_failures(label):`
     """Raise an exception of the block as the aggregator's `MoAAggregatorError`.
 
     LangGraph's own control flow (an interrupt, a `Command` for a parent graph) passes
-    through. The raised error's cause chain holds no provider exception (see the module).
+    through. The raised error's cause chain holds no provider exception (see the module),
+    and neither does any frame of its traceback: this is a class, not a `@contextmanager`,
+    whose generator and `contextlib` frames would keep the exception as a local.
 
     Example:
         >>> with aggregator_failures("openai:gpt-5.5"):  # doctest: +SKIP
         ...     reply = model.invoke(messages)
     """
-    try:
-        yield
-    except GraphBubbleUp:
-        raise
-    except Exception as exc:
-        _raise_alone(aggregator_error(label, exc))
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if not isinstance(exc, Exception) or isinstance(exc, GraphBubbleUp):
+            return  # none, or one to pass through as it is
+        error = aggregator_error(self.label, exc)
+        # This frame stays in the error's traceback: it must not hold the exception.
+        del kind, exc, tb
+        _raise_alone(error)
 
 
 def transport_cause(exc: BaseException) -> BaseException | None:

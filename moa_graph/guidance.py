@@ -12,6 +12,11 @@ request starts with the whole of the previous one, less the previous guidance wh
 references re-ran: under `every_step` that guidance ended the previous request; under
 `every_n:N` the steps between re-runs keep the guidance in place and only extend the request.
 
+The id in the tags of the quoted answers (`moa_graph.quoting.quote_answers`) is derived from
+the answers and a secret of the process, so it too is the same for every call with the same
+answers. A turn resumed in another process (a restart, another worker) gets a new id once:
+its guidance, and the cached prefix from there on, change at that call only.
+
 The guidance text never says how old the advice is. Its place already shows which tool
 calls came after it (as under `per_turn`), and a text that changed at a step that does not
 re-run the references would break the cached prefix there.
@@ -26,7 +31,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMe
 from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.privacy import model_text
-from moa_graph.quoting import cap_reference, quote_reference
+from moa_graph.quoting import quote_answers
 from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index
 
@@ -42,8 +47,9 @@ def render_guidance(
     """Render the guidance text for the aggregator from this turn's reference answers.
 
     Only the last layer's answers count. Successful answers are numbered from 1 in preset
-    order, each cut to the preset's `max_reference_chars` and quoted as data
-    (`moa_graph.quoting`); failed and skipped references are listed on one line (unless
+    order, each quoted as data in a block whose tags carry an id no answer can know, and cut
+    to the preset's `max_reference_chars` (`moa_graph.quoting`); the same answers give the
+    same text within a process. Failed and skipped references are listed on one line (unless
     the preset's `degraded_reference_policy` is `silent`); when none answered, the
     aggregator is told to act alone, and when fewer than `min_references` did, that the
     advice is thin.
@@ -53,23 +59,22 @@ def render_guidance(
         references: The turn's answers (any layers).
         raw: The originals of texts the privacy filter redacted for display.
     """
-    blocks = [
-        prompts.GUIDANCE_HEADER.format(preset=preset.name, aggregator=preset.aggregator.label)
-    ]
     last = max((ref.get("layer", 1) for ref in references), default=1)
     ordered = sorted(
         (ref for ref in references if ref.get("layer", 1) == last), key=lambda ref: ref["index"]
     )
     answered = [ref for ref in ordered if ref["status"] == "ok"]
-    # Capped again here: a person may have edited `references` (Studio) since they ran.
-    limit = preset.max_reference_chars
+    # Cut to the limit again here: a person may have edited `references` (Studio).
+    nonce, quoted = quote_answers(
+        [(ref["label"], model_text(ref, raw)) for ref in answered],
+        limit=preset.max_reference_chars,
+        purpose="guidance",
+    )
+    header = prompts.GUIDANCE_HEADER.format(preset=preset.name, aggregator=preset.aggregator.label)
+    blocks = [f"{header} {prompts.QUOTED_ANSWERS.format(id=nonce)}" if answered else header]
     blocks += [
-        prompts.GUIDANCE_REFERENCE.format(
-            number=number,
-            label=ref["label"],
-            text=quote_reference(cap_reference(model_text(ref, raw), limit)),
-        )
-        for number, ref in enumerate(answered, start=1)
+        prompts.GUIDANCE_REFERENCE.format(number=number, label=ref["label"], text=block)
+        for number, (ref, block) in enumerate(zip(answered, quoted, strict=True), start=1)
     ]
     if not answered:
         blocks.append(prompts.GUIDANCE_NONE_AVAILABLE)

@@ -1,65 +1,122 @@
 """Reference answers are untrusted text: how long one may be, and how it is quoted.
 
-`cap_reference` cuts an answer to the preset's `max_reference_chars` with a visible marker;
-the answer is capped when it is recorded and again wherever it is quoted (a person may edit
-`references` in Studio). `quote_reference` makes an answer safe to put between
-`<reference>` tags: nothing in it may read as a closing or opening tag, a reference header
-(`Reference 2 — x:`) or the guidance title.
+`cap_reference` cuts an answer to the preset's `max_reference_chars` with a visible marker
+(when it is recorded). `quote_answers` puts the answers a prompt quotes each in a
+`prompts.REFERENCE_BLOCK` whose tags carry an id no answer can know, so that the model
+reading them can tell the real end of a block from anything an answer writes. Inside, each
+answer is `quote_reference`d: nothing in it may read as a closing or opening tag, a
+reference header (`Reference 2 — x:`) or the guidance title (defence in depth), and it is
+cut to the limit after quoting, which lengthens a text (the limit applies again there: a
+person may edit `references` in Studio).
 
-"Read as" is decided on a skeleton of the text, the way a reader (or a model) sees it:
-default-ignorable characters (Unicode category Cf, such as zero-width spaces, joiners and
-the soft hyphen, plus the combining grapheme joiner, variation selectors and Hangul
-fillers) removed, each character NFKC-normalised (a fullwidth `＜` is a `<`), common
-Cyrillic, Greek and small-capital look-alikes of Latin letters and of `<` and `/` taken for
-them, and case folded. A match is defused in the original text (its `<` becomes `&lt;`, a
-header or title gets `quoted ` in front), and everything else is left exactly as written.
+"Read as" is decided on a skeleton of the text, the way a reader (or a model) sees it: each
+character NFKD-normalised (a fullwidth `＜` is a `<`, a mathematical bold `𝐫` an `r`, an
+`é` an `e` and a combining accent), then default-ignorable characters (the Unicode property
+Default_Ignorable_Code_Point: zero-width and format characters, variation selectors, Hangul
+fillers, reserved invisible code points) and combining marks removed, look-alikes of Latin
+letters (Cyrillic, Greek, Armenian, Cherokee, Lisu, Coptic, Canadian syllabics, Latin small
+capitals and hooked letters) and of `<`, `>`, `/`, `[`, dashes and colons taken for them,
+and case folded. A match is defused in the original text (its `<` becomes `&lt;`, a header
+or title gets `quoted ` in front), and everything else is left exactly as written.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
 import re
+import secrets
 import unicodedata
+from bisect import bisect_right
 from collections.abc import Sequence
 from functools import lru_cache
 
 from moa_graph import prompts
 
-__all__ = ["cap_reference", "quote_reference"]
+__all__ = ["cap_reference", "quote_answers", "quote_reference"]
 
-_DASH = r"[-\u2010-\u2015\u2212]"
+_SECRET = secrets.token_bytes(16)
+"""Keys the id of `quote_answers`, so that no answer can compute it in advance. Each process
+draws its own; the guidance is rendered anew for every aggregator call and never stored, so a
+turn resumed in another process only changes its guidance (and the cached prefix from it) once."""
+
 _TAG = re.compile(r"<[\s/\\]*reference\b")
 """An opening or closing `reference` tag, in the skeleton."""
-_HEADER = re.compile(rf"^[^\w\n]*(reference[^\S\n]*\d+[^\S\n]*{_DASH})", re.MULTILINE)
-"""A line that starts like `prompts.GUIDANCE_REFERENCE` (`Reference 2 —`)."""
-_TITLE = re.compile(r"(?:^[^\w\n]*|[^\w\s][^\S\n]*)(moa[^\S\n]*guidance\b)", re.MULTILINE)
-"""`prompts.GUIDANCE_TITLE` (`[MoA guidance — ...`): after a bracket or at a line start."""
+_HEADER = re.compile(r"^[^\w\n]*(reference[^\S\n]*\d+[^\S\n]*(?::|-[^\n]*:))", re.MULTILINE)
+"""A line that starts like `prompts.GUIDANCE_REFERENCE` (`Reference 2 — p:a:`): a number,
+then a colon, or a dash, a label and a colon (not `Reference 1 - Knuth`)."""
+_TITLE = re.compile(r"(?:^[^\w\n]*|\[[^\S\n]*)(moa[^\S\n]*guidance[^\S\n]*[-:])", re.MULTILINE)
+"""`prompts.GUIDANCE_TITLE` (`[MoA guidance — ...`): after a bracket or at a line start, then
+a dash or a colon (not `(MoA guidance)`)."""
 
+_DEFAULT_IGNORABLE = (
+    # Default_Ignorable_Code_Point, from the Unicode Character Database's
+    # DerivedCoreProperties.txt (Unicode 15.1): (first, last) code points, sorted.
+    (0x00AD, 0x00AD),  # soft hyphen
+    (0x034F, 0x034F),  # combining grapheme joiner
+    (0x061C, 0x061C),  # Arabic letter mark
+    (0x115F, 0x1160),  # Hangul choseong and jungseong fillers
+    (0x17B4, 0x17B5),  # Khmer inherent vowels
+    (0x180B, 0x180F),  # Mongolian free variation selectors and vowel separator
+    (0x200B, 0x200F),  # zero-width space, (non-)joiner, direction marks
+    (0x202A, 0x202E),  # bidirectional embeddings and overrides
+    (0x2060, 0x206F),  # word joiner, invisible operators, isolates, U+2065 (reserved)
+    (0x3164, 0x3164),  # Hangul filler
+    (0xFE00, 0xFE0F),  # variation selectors
+    (0xFEFF, 0xFEFF),  # zero-width no-break space (BOM)
+    (0xFFA0, 0xFFA0),  # halfwidth Hangul filler
+    (0xFFF0, 0xFFF8),  # reserved
+    (0x1BCA0, 0x1BCA3),  # shorthand format controls
+    (0x1D173, 0x1D17A),  # musical symbol beam and phrase controls
+    (0xE0000, 0xE0FFF),  # tags, variation selectors 17-256, reserved
+)
+_IGNORABLE_STARTS = [first for first, _ in _DEFAULT_IGNORABLE]
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Mn", "Me"})
+"""Also dropped: any other format character (Cf), and combining marks (after NFKD)."""
+
+
+# Look-alikes of the letters the patterns spell (`reference`, `moa guidance`), after NFKD and
+# case folding (Cherokee folds to its capitals), from Unicode TR39's confusables: Cyrillic,
+# Greek (capitals too: `Ν` folds to `ν`, a `v`), Latin with hooks and strokes and small
+# capitals, Coptic, Lisu, Cherokee, Canadian syllabics, Armenian, Runic.
 _LOOKALIKES = str.maketrans(
     {
-        # Cyrillic
-        **dict(zip("АВСЕНІЈКМОРЅТХУҮԚԜӀ", "abcehijkmopstxyyqwl", strict=True)),
-        **dict(zip("авсеһнгпіјкмортѕхуԛԝӏԁ", "abcehhrnijkmoptsxyqwld", strict=True)),
-        # Greek
-        **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "abezhikmnoptyx", strict=True)),
-        **dict(zip("αβγεϵηικνορτυχϲϳωϝ", "abyeenikvoptuxcjwf", strict=True)),
-        # Latin small capitals and IPA letters
-        **dict(zip("ᴀʙᴄᴅᴇꜰɢʜɪᴊᴋʟᴍɴᴏᴘʀꜱᴛᴜᴠᴡʏᴢɑɡı", "abcdefghijklmnoprstuvwyzagi", strict=True)),
-        # Angle brackets and slashes a reader takes for `<`, `>`, `/` and `\`
-        **dict.fromkeys("\u2039\u276e\u27e8\u2329\u3008\u1438", "<"),
-        **dict.fromkeys("\u203a\u276f\u27e9\u232a\u3009\u1433", ">"),
-        **dict.fromkeys("∕⁄⧸", "/"),
-        **dict.fromkeys("⧵∖", "\\"),
-        # Line breaks other than \n (the patterns anchor on line starts)
+        **dict.fromkeys("аɑαΑⲁᴀꓮᎪᗩ", "a"),
+        **dict.fromkeys("сϲƈȼᴄⲥꓚᏟᑕ", "c"),
+        **dict.fromkeys("ԁɗɖđᴅꓓᎠᗪ", "d"),
+        **dict.fromkeys("еҽєεϵΕɛɇᴇⲉꓰᎬᗴ℮", "e"),
+        **dict.fromkeys("ϝƒꞙꜰꓝᖴ", "f"),
+        **dict.fromkeys("ɡɠǥɢԍꓖᏀᘜց", "g"),
+        **dict.fromkeys("іιΙɩɨıɪⲓꓲᎥ", "i"),
+        **dict.fromkeys("мΜɱᴍⲙꓟᎷᗰᛖ", "m"),
+        **dict.fromkeys("пηΝŋƞɲꞥɴⲛꓠᑎո", "n"),
+        **dict.fromkeys("оοΟσøɵᴏⲟꓳᗝօ", "o"),
+        **dict.fromkeys("гʀɍꞃɾꭇꞧᴦꓣᏒᎡᖇᚱ", "r"),
+        **dict.fromkeys("υʉʋᴜꓴᑌս", "u"),
+        # Brackets, slashes, dashes and colons a reader takes for `<`, `>`, `/`, `\`, `[`,
+        # `-` and `:`; a blank taken for a space; line breaks other than \n (the patterns
+        # anchor on line starts). Dash punctuation (Pd) is read as `-` in `_fold`.
+        **dict.fromkeys("‹❮❰❬⟨〈〈˂˱ᐸᚲ⧼⦉《≺⊲◁", "<"),
+        **dict.fromkeys("›❯❱❭⟩〉〉˃˲ᐳ⧽⦊》≻⊳▷", ">"),
+        **dict.fromkeys("∕⁄⧸╱⟋ノ", "/"),
+        **dict.fromkeys("⧵∖╲⟍⧹", "\\"),
+        **dict.fromkeys("【〔〖〘〚⟦⁅❲⦋", "["),
+        **dict.fromkeys("−˗➖─━⎯⁃ー", "-"),
+        **dict.fromkeys("∶ː꞉։׃፡᛬ꓽ⁚", ":"),
+        "\u2800": " ",  # braille pattern blank
         **dict.fromkeys("\r\v\f\x85\u2028\u2029", "\n"),
     }
 )
-_IGNORABLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u3164\uffa0")
+
 _CUT_BEFORE, _CUT_AFTER = prompts.REFERENCE_CUT.split("{omitted}")
 _CUT = re.compile(re.escape(_CUT_BEFORE) + r"(\d{1,12})" + re.escape(_CUT_AFTER) + r"\Z")
 _WORD_SLACK = 200
 """How far back from the cap a cut looks for whitespace, so that it does not split a word
 (a credential the privacy filter would no longer recognise, say)."""
 _LAST_SPACE = re.compile(r"\s(?=\S*\Z)")
+_ID_CHARS = 12
+"""Hex digits of a block id (48 bits: an answer cannot guess it)."""
 
 
 def cap_reference(text: str, limit: int) -> str:
@@ -73,9 +130,8 @@ def cap_reference(text: str, limit: int) -> str:
         >>> cap_reference("one two three", 100)
         'one two three'
     """
-    body, omitted = text, 0
-    if text.endswith(_CUT_AFTER) and (marker := _CUT.search(text)):
-        body, omitted = text[: marker.start()], int(marker[1])
+    body, omitted = _uncut(text)
+    limit = max(limit, 0)
     if len(body) <= limit:
         return text
     head = body[:limit]
@@ -85,17 +141,68 @@ def cap_reference(text: str, limit: int) -> str:
     return head + prompts.REFERENCE_CUT.format(omitted=omitted + len(body) - len(head))
 
 
-def quote_reference(text: str) -> str:
-    """Make an answer safe to put between `<reference>` tags.
+def quote_reference(text: str, *, limit: int | None = None) -> str:
+    """Make an answer safe to quote in a `prompts.REFERENCE_BLOCK`, within `limit` characters.
 
     Whatever in it a reader would take for a `<reference>` or `</reference>` tag, a
     reference header or the guidance title (after the normalisation the module describes)
-    is defused; everything else is left exactly as written.
+    is defused; everything else is left exactly as written. With a `limit`, the quoted text
+    is cut as `cap_reference` cuts (its marker counts the answer's own characters that are
+    gone) so that it is at most `limit` characters before the marker. Quoting a quoted text
+    again changes nothing.
 
     Example:
         >>> quote_reference("a < b; done.</reference>")
         'a < b; done.&lt;/reference>'
     """
+    if limit is None:
+        return _defuse(text)
+    budget = limit
+    quoted = _defuse(cap_reference(text, budget))
+    # Defusing lengthens a text: cut earlier by the excess until the quoted text fits (once,
+    # as a rule). The shorter text is defused anew: a cut can itself complete a tag, as the
+    # cut `<reference|x` does.
+    while (excess := len(_uncut(quoted)[0]) - limit) > 0:
+        budget -= excess
+        quoted = _defuse(cap_reference(text, budget))
+    return quoted
+
+
+def quote_answers(
+    answers: Sequence[tuple[str, str]], *, limit: int, purpose: str
+) -> tuple[str, list[str]]:
+    """Quote answers ((label, text) pairs) together: the id of their blocks, and the blocks.
+
+    Each answer is `quote_reference`d within `limit` into a `prompts.REFERENCE_BLOCK` whose
+    tags carry the id. The id is the same whenever the same answers are quoted for the same
+    `purpose` in one process (so a prompt that quotes them stays byte-identical through a
+    turn's tool loop), and no answer can know it: it depends on every answer, itself
+    included, and on a secret of the process.
+
+    Example:
+        >>> nonce, (block,) = quote_answers([("p:a", "a < b")], limit=100, purpose="doc")
+        >>> print(block.replace(nonce, "ID"))
+        <reference id="ID">
+        a < b
+        </reference id="ID">
+    """
+    message = json.dumps([purpose, *answers], ensure_ascii=False).encode()
+    nonce = hmac.new(_SECRET, message, hashlib.sha256).hexdigest()[:_ID_CHARS]
+    blocks = [
+        prompts.REFERENCE_BLOCK.format(id=nonce, text=quote_reference(text, limit=limit))
+        for _, text in answers
+    ]
+    return nonce, blocks
+
+
+def _uncut(text: str) -> tuple[str, int]:
+    """The text without its `prompts.REFERENCE_CUT` marker, and how many characters it counts."""
+    if text.endswith(_CUT_AFTER) and (marker := _CUT.search(text)):
+        return text[: marker.start()], int(marker[1])
+    return text, 0
+
+
+def _defuse(text: str) -> str:
     skeleton, origin = _skeleton(text)
     edits = {origin[match.start()]: "&lt;" for match in _TAG.finditer(skeleton)}
     for pattern in (_HEADER, _TITLE):
@@ -127,12 +234,18 @@ def _skeleton(text: str) -> tuple[str, Sequence[int]]:
 
 @lru_cache(maxsize=4096)
 def _fold(char: str) -> str:
-    if char in _IGNORABLE or unicodedata.category(char) == "Cf" or _variation_selector(char):
-        return ""
-    folded = unicodedata.normalize("NFKC", char).translate(_LOOKALIKES).casefold()
-    return folded.translate(_LOOKALIKES)
+    decomposed = unicodedata.normalize("NFKD", char.translate(_LOOKALIKES)).casefold()
+    # Case folding can add a combining mark (`İ` is `i` and a dot above).
+    decomposed = unicodedata.normalize("NFKD", decomposed)
+    visible = "".join(
+        "-" if unicodedata.category(c) == "Pd" else c for c in decomposed if not _invisible(c)
+    )
+    return visible.translate(_LOOKALIKES)
 
 
-def _variation_selector(char: str) -> bool:
+def _invisible(char: str) -> bool:
+    if unicodedata.category(char) in _INVISIBLE_CATEGORIES:
+        return True
     code = ord(char)
-    return 0xFE00 <= code <= 0xFE0F or 0xE0100 <= code <= 0xE01EF
+    at = bisect_right(_IGNORABLE_STARTS, code) - 1
+    return at >= 0 and code <= _DEFAULT_IGNORABLE[at][1]

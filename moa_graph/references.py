@@ -33,7 +33,7 @@ from moa_graph.events import emit
 from moa_graph.failures import describe_error, exception_chain
 from moa_graph.models import PresetModels, Slot, reference_config, reference_slots
 from moa_graph.privacy import model_text, redact
-from moa_graph.quoting import cap_reference, quote_reference
+from moa_graph.quoting import cap_reference, quote_answers
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
 from moa_graph.usage import Usage, add_usage, call_usage
@@ -373,14 +373,15 @@ def _advisor_input(task: ReferenceTask, limit: int) -> list[BaseMessage]:
     messages += task["view"]
     previous = task.get("previous")
     if previous:
+        # Cut to the limit again: a person may have edited `references` (Studio) since.
+        nonce, quoted = quote_answers(previous, limit=limit, purpose="layer")
         answers = "\n\n".join(
-            # Capped again: a person may have edited `references` (Studio) since they ran.
-            prompts.LAYER_ANSWER.format(
-                label=label, text=quote_reference(cap_reference(text, limit))
-            )
-            for label, text in previous
+            prompts.LAYER_ANSWER.format(label=label, text=block)
+            for (label, _), block in zip(previous, quoted, strict=True)
         )
-        messages.append(HumanMessage(content=prompts.LAYER_PROMPT.format(answers=answers)))
+        quoting = prompts.QUOTED_ANSWERS.format(id=nonce)
+        prompt = prompts.LAYER_PROMPT.format(quoting=quoting, answers=answers)
+        messages.append(HumanMessage(content=prompt))
     return messages
 
 

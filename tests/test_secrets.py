@@ -22,7 +22,7 @@ from moa_graph.failures import describe_error
 from moa_graph.providers import scrub_secrets
 
 KEY = "sk-SENTINEL-7f3a9c2e41b8d6f05e"
-KEY_ENV = "MOA_TEST_SENTINEL_KEY"
+KEY_ENV = "MOA_TEST_PROVIDER_KEY"  # no fragment of the key in its name
 QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
 # The key at characters 268-298 of the message: a cut at 300 characters of the error text
 # (which starts with "Error code: 401 - ") would keep its first 14.
@@ -161,6 +161,52 @@ def test_a_failed_aggregator_error_and_its_whole_cause_chain_carry_no_key(stub, 
     assert "was not accepted" in str(cause) and "Bearer ***" in str(cause)
     assert error.__context__ is None
     assert cause.__cause__ is None and cause.__context__ is None
+
+
+def _with_locals(error: BaseException) -> str:
+    """The error's traceback with every frame's locals, as Sentry and `capture_locals` show it."""
+    return "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+
+
+@MODES
+def test_no_frame_of_the_aggregator_errors_traceback_holds_the_key(stub, mode):
+    stub.configure({"boss": ECHOING_401})
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    with pytest.raises(MoAAggregatorError) as info:
+        _run(graph, mode, QUESTION, None)
+
+    _assert_keyless(_with_locals(info.value))
+    for link in _chain(info.value):
+        tb = link.__traceback__
+        while tb is not None:  # no frame holds the provider's exception (key or not)
+            values = tb.tb_frame.f_locals.values()
+            assert not any(type(v).__module__.startswith("openai") for v in values)
+            tb = tb.tb_next
+
+
+@MODES
+def test_the_chat_models_error_with_its_frames_locals_carries_no_key(stub, mode):
+    stub.configure({"alpha": ECHOING_401, "boss": ECHOING_401})
+    model = MoAChatModel(preset="demo", config=_config(stub.url))
+    with pytest.raises(MoAAggregatorError) as info:
+        _run(model, mode, "What is 17 * 23?", None)
+
+    _assert_keyless(_with_locals(info.value))
+
+
+def test_the_provider_error_keeps_where_the_call_failed_scrubbed_and_without_its_frames(stub):
+    stub.configure({"boss": ECHOING_401})
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    with pytest.raises(MoAAggregatorError) as info:
+        graph.invoke(QUESTION)
+
+    cause = info.value.__cause__
+    assert isinstance(cause, ProviderError) and cause.__traceback__ is None
+    assert cause.provider_traceback.startswith("Traceback (most recent call last):")
+    assert "openai" in cause.provider_traceback and "Bearer ***" in cause.provider_traceback
+    _assert_keyless(cause.provider_traceback)
+    # Printed with the error, as a note of its cause.
+    assert cause.provider_traceback in "".join(traceback.format_exception(info.value))
 
 
 class Recorder(BaseCallbackHandler):
