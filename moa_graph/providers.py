@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from moa_graph.config import ModelSpec, ProviderSpec
 from moa_graph.errors import ConfigError
-from moa_graph.transport import AsyncHttpClientFactory, async_http_client
+from moa_graph.transport import AsyncHttpClientFactory, async_http_client, sync_http_client
 
 __all__ = [
     "BUILTIN_PROVIDERS",
@@ -36,9 +36,10 @@ ModelFactory = Callable[[ModelSpec], BaseChatModel]
 """Builds the chat model for one `ModelSpec`; pass your own to `build_moa_graph`."""
 
 DEFAULT_REFERENCE_TIMEOUT_S = 120.0
-"""Per-request timeout of a reference model when its spec sets none."""
+"""Timeout of each request of a reference model when its spec sets none (in total: see
+`moa_graph.transport`)."""
 DEFAULT_AGGREGATOR_TIMEOUT_S = 300.0
-"""Per-request timeout of the aggregator when its spec sets none."""
+"""Timeout of each request of the aggregator when its spec sets none (in total)."""
 _MAX_RETRIES = 2
 """Retries by the OpenAI client itself (with backoff, honouring `Retry-After`)."""
 _NO_KEY = "not-needed"
@@ -86,7 +87,10 @@ def default_model_factory(
         http_client: Makes the async HTTP client for a base URL, shared by the models on
             that URL within one event loop (default: the OpenAI client's aiohttp transport;
             `lambda url: openai.DefaultAsyncHttpxClient()` gives its httpx one). See
-            `moa_graph.transport`.
+            `moa_graph.transport`. The default bounds each request by its model's `timeout`
+            in total; a client of yours is bounded as its transport does (httpx: per read),
+            unless that transport is wrapped in `moa_graph.transport.BoundedAsyncTransport`.
+            Sync calls always use moa_graph's bounded client.
     """
     return ProviderTableFactory(
         {**BUILTIN_PROVIDERS, **(providers or {})},
@@ -136,6 +140,8 @@ class ProviderTableFactory:
             # langchain-openai otherwise shares one process-wide, whose connections die
             # with the first event loop.
             http_async_client=async_http_client(base_url, factory=self.http_client),
+            # Both clients bound each request by `timeout` in total, not per read.
+            http_client=sync_http_client(base_url),
         )
 
 
@@ -168,9 +174,27 @@ def missing_api_keys(
 
 
 def scrub_secrets(text: str) -> str:
-    """Replace every API key value this process has read with `***`."""
+    """Replace every API key value this process has read with `***`.
+
+    Also the forms an error text can echo a key in: trimmed, URL-encoded, and escaped as in
+    JSON or a Python repr. Longest first, so a key that contains another goes whole.
+    """
+    import json
+    from urllib.parse import quote, quote_plus
+
+    forms: set[str] = set()
     for secret in _seen_secrets:
-        text = text.replace(secret, "***")
+        for value in (secret, secret.strip()):
+            forms |= {
+                value,
+                quote(value, safe=""),
+                quote_plus(value, safe=""),
+                json.dumps(value)[1:-1],
+                json.dumps(value)[1:-1].replace("/", "\\/"),
+                repr(value)[1:-1],
+            }
+    for form in sorted(filter(None, forms), key=len, reverse=True):
+        text = text.replace(form, "***")
     return text
 
 

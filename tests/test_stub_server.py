@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import openai
@@ -424,6 +427,95 @@ def test_hang_fault_times_out_and_the_server_still_stops_promptly() -> None:
     assert time.monotonic() - stopping < 2.0
     waiting.join(5)
     assert not waiting.is_alive()
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_trickle_fault_sends_the_normal_answer_one_byte_at_a_time(streaming: bool) -> None:
+    with StubServer(models={"m": {"fault": {"kind": "trickle", "interval_s": 0.001}}}) as url:
+        llm = _chat(url, "m", timeout=30)
+        answer = _joined(list(llm.stream(QUESTION))) if streaming else llm.invoke(QUESTION)
+    assert "391" in str(answer.content)
+
+
+def test_trickle_fault_spaces_every_byte_from_the_status_line_on() -> None:
+    stub = StubServer(models={"m": {"fault": {"kind": "trickle", "interval_s": 0.05}}})
+    url = stub.start()
+    try:
+        with _raw_post(url, _body("m")) as sock:
+            started, received = time.monotonic(), b""
+            while len(received) < 8:
+                received += sock.recv(64)
+            elapsed = time.monotonic() - started
+        assert received.startswith(b"HTTP/1.1")
+        assert elapsed >= 7 * 0.05 * 0.8  # eight bytes, each in its own interval
+        _wait_for(lambda: stub.disconnects() == {"m": 1})  # it stops when the client leaves
+    finally:
+        stub.stop()
+
+
+def test_endless_stream_fault_streams_chunks_that_never_end() -> None:
+    stub = StubServer(models={"m": {"fault": {"kind": "endless_stream", "interval_s": 0.01}}})
+    url = stub.start()
+    try:
+        client = openai.OpenAI(base_url=url, api_key="test", max_retries=0, timeout=5)
+        stream = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": QUESTION}], stream=True
+        )
+        chunks = [chunk for chunk, _ in zip(stream, range(30), strict=False)]
+        stream.close()
+        assert all(chunk.choices[0].finish_reason is None for chunk in chunks)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks).startswith("more more")
+        _wait_for(lambda: stub.disconnects() == {"m": 1})
+    finally:
+        stub.stop()
+
+
+def test_endless_stream_fault_sends_a_body_that_never_ends_to_a_plain_request() -> None:
+    stub = StubServer(models={"m": {"fault": {"kind": "endless_stream", "interval_s": 0.01}}})
+    url = stub.start()
+    try:
+        with httpx.stream("POST", f"{url}/chat/completions", json=_body("m"), timeout=5) as reply:
+            assert reply.status_code == 200
+            body = b""
+            for chunk in reply.iter_raw():
+                body += chunk
+                if len(body) > 200:
+                    break
+        assert body.startswith(b'{"id": ') and body.endswith(b"more ")
+        _wait_for(lambda: stub.disconnects() == {"m": 1})
+        # A slow fault in flight does not hold up the server's stop, and ends with it.
+        waiting = threading.Thread(
+            target=_post_ignoring_errors, args=(f"{url}/chat/completions", _body("m"))
+        )
+        waiting.start()
+        _wait_for(lambda: stub.stats() == {"m": 2})
+    finally:
+        stopping = time.monotonic()
+        stub.stop()
+    assert time.monotonic() - stopping < 2.0
+    waiting.join(5)
+    assert not waiting.is_alive()
+
+
+@contextlib.contextmanager
+def _raw_post(url: str, body: dict[str, Any]) -> Iterator[socket.socket]:
+    """A chat-completions POST on a plain socket, to read the reply byte by byte."""
+    parts = urlsplit(url)
+    content = json.dumps(body).encode()
+    with socket.create_connection((parts.hostname, parts.port), timeout=5) as sock:
+        sock.sendall(
+            f"POST {parts.path}/chat/completions HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(content)}\r\n\r\n".encode()
+            + content
+        )
+        yield sock
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert condition()
 
 
 def _post_ignoring_errors(url: str, body: dict[str, Any]) -> None:

@@ -6,14 +6,16 @@ import gc
 import subprocess
 import sys
 import textwrap
+import time
 import weakref
 
 import openai
+import pytest
 from langchain_core.messages import HumanMessage
 
 from moa_graph import ProviderSpec, aclose_http_clients, build_moa_graph
 from moa_graph.providers import default_model_factory
-from moa_graph.transport import async_http_client
+from moa_graph.transport import async_http_client, sync_http_client
 
 QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
 
@@ -148,3 +150,43 @@ def test_finished_event_loops_are_not_kept_alive(stub):
             assert [r["status"] for r in out["references"]] == ["ok"] * 3
     gc.collect()
     assert [loop() is None for loop in loops[:2]] == [True, True]
+
+
+def test_sync_models_share_one_bounded_client_per_base_url(stub):
+    graph = build_moa_graph("demo", config=_config(stub.url)).compile()
+    graph.invoke(QUESTION)
+    client = sync_http_client(stub.url)
+    assert sync_http_client(stub.url) is client
+    assert sync_http_client("http://b.invalid/v1") is not client
+    assert isinstance(client, openai.DefaultHttpxClient)  # the OpenAI client's defaults
+
+
+async def test_an_answer_on_the_socket_by_the_deadline_is_kept_when_the_loop_runs_late(stub):
+    stub.configure({"m": {"latency": 0.2}})
+    client = openai.AsyncOpenAI(
+        base_url=stub.url, api_key="any", http_client=async_http_client(stub.url), max_retries=0
+    )
+    messages = [{"role": "user", "content": "What is 17 * 23?"}]
+    await client.chat.completions.create(model="warm", messages=messages)  # a pooled connection
+    request = asyncio.create_task(
+        client.chat.completions.create(model="m", messages=messages, timeout=0.5)
+    )
+    while stub.stats().get("m") != 1:  # on the wire
+        await asyncio.sleep(0.005)
+    time.sleep(0.8)  # the loop is busy past the deadline; the answer lands at 0.2 s
+    reply = await request
+    assert "391" in reply.choices[0].message.content
+
+
+async def test_an_answer_still_arriving_at_the_deadline_is_cut(stub):
+    stub.configure({"m": {"fault": {"kind": "trickle", "interval_s": 0.05}}})
+    client = openai.AsyncOpenAI(
+        base_url=stub.url, api_key="any", http_client=async_http_client(stub.url), max_retries=0
+    )
+    started = time.monotonic()
+    with pytest.raises(openai.APITimeoutError) as info:
+        await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], timeout=0.5
+        )
+    assert 0.5 <= time.monotonic() - started < 1.0
+    assert "timeout of 0.5 s" in str(info.value.__cause__)

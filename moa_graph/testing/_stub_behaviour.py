@@ -49,8 +49,24 @@ __all__ = [
 ]
 
 FaultKind = Literal[
-    "status", "reset", "hang", "malformed", "cut_stream", "no_choices", "bad_tool_args"
+    "status",
+    "reset",
+    "hang",
+    "malformed",
+    "cut_stream",
+    "no_choices",
+    "bad_tool_args",
+    "trickle",
+    "endless_stream",
 ]
+"""The faults: `status` (an HTTP error, with `Retry-After`), `reset` (the connection dropped
+unanswered), `hang` (an answer after `hang_s`), `malformed` (a body that is not a completion),
+`cut_stream` (a stream dropped after three chunks; non-streaming: `reset`), `no_choices`,
+`bad_tool_args` (a tool call whose arguments are not JSON), `trickle` (the whole response,
+status line and headers included, one byte every `interval_s`: each read gets data in time,
+so only a bound on the whole request ends it) and `endless_stream` (a stream whose chunks,
+one every `interval_s`, never end; non-streaming: a body that never ends). The slow faults
+end when the client disconnects or the server stops."""
 
 RECORD_LIMIT = 200
 """Recorded request bodies kept per model; older ones are dropped."""
@@ -67,7 +83,8 @@ class Fault(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     kind: FaultKind
-    """Which failure: an HTTP error status, a dropped connection, a hang, a broken body, etc."""
+    """Which failure: an HTTP error status, a dropped connection, a hang, a broken body, a
+    trickle, an endless stream, etc. (see `FaultKind`)."""
     status: int = Field(default=500, ge=400, le=599)
     """HTTP status for `kind="status"`."""
     retry_after: float | None = Field(default=None, ge=0)
@@ -83,6 +100,9 @@ class Fault(BaseModel):
     sequence on every run; `None` = every request. With `times`, at most N requests fail."""
     hang_s: float = Field(default=3600.0, ge=0)
     """For `kind="hang"`: how long to sleep before answering (a client timeout should fire)."""
+    interval_s: float = Field(default=0.5, gt=0)
+    """For `kind="trickle"`: seconds between bytes; for `kind="endless_stream"`: between
+    chunks."""
 
 
 class ModelBehaviour(BaseModel):

@@ -4,7 +4,8 @@
 `POST /v1/chat/completions` (plain and streamed, with tool calls) deterministically, so the real
 `langchain_openai.ChatOpenAI` client can talk to it with any API key. Per model name it can add
 latency, return a fixed reply, or inject faults (error status, dropped connection, hang, broken
-body, cut stream, empty choices, invalid tool arguments): on every request, on the first N, or
+body, cut stream, empty choices, invalid tool arguments, a trickle of one byte at a time, a
+stream that never ends; see `FaultKind`): on every request, on the first N, or
 on a seeded random share of them (`rate`). `serve` runs the same server in the current event
 loop until cancelled, for `moa-graph stub-server`.
 
@@ -196,9 +197,96 @@ async def _apply_fault(
         return await _answer(request, body, answer, model=model, number=number)
     if fault.kind == "no_choices":
         return await _answer(request, body, answer, model=model, number=number, with_choices=False)
+    if fault.kind == "trickle":
+        return await _trickle(request, body, answer, model=model, number=number, fault=fault)
+    if fault.kind == "endless_stream":
+        return await _endless(request, body, answer, model=model, number=number, fault=fault)
     return await _answer(
         request, body, answer, model=model, number=number, cut_after=_CUT_AFTER_CHUNKS
     )
+
+
+async def _trickle(
+    request: web.Request,
+    body: dict[str, Any],
+    answer: Answer,
+    *,
+    model: str,
+    number: int,
+    fault: Fault,
+) -> web.StreamResponse:
+    """Send the whole response, status line and headers included, one byte per `interval_s`.
+
+    Each read of the client's gets a byte in time, so only a bound on the whole request ends
+    it. Written to the connection directly (aiohttp sends its headers at once), then closed.
+    """
+    completion_id, created = _completion_id(number), int(time.time())
+    if body.get("stream"):
+        chunks = completion_chunks(
+            body, answer, model=model, completion_id=completion_id, created=created
+        )
+        payload = b"".join([*(_sse(chunk) for chunk in chunks), _sse("[DONE]")])
+        content_type = "text/event-stream"
+    else:
+        completion = completion_body(
+            body, answer, model=model, completion_id=completion_id, created=created
+        )
+        payload, content_type = json.dumps(completion).encode(), "application/json"
+    data = (
+        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}"
+        "\r\nConnection: close\r\n\r\n"
+    ).encode() + payload
+    transport = request.transport
+    for index in range(len(data)):  # a disconnect cancels this handler (handler_cancellation)
+        if transport is None or transport.is_closing():
+            break
+        transport.write(data[index : index + 1])
+        await asyncio.sleep(fault.interval_s)
+    _drop_connection(request, flush=True)
+    return web.Response()  # never reaches the client; aiohttp discards it quietly
+
+
+async def _endless(
+    request: web.Request,
+    body: dict[str, Any],
+    answer: Answer,
+    *,
+    model: str,
+    number: int,
+    fault: Fault,
+) -> web.StreamResponse:
+    """A response that never ends: a chunk every `interval_s`, until the client goes away.
+
+    Streaming, SSE content chunks and never `[DONE]`; otherwise a completion's JSON whose
+    `content` string never closes.
+    """
+    streaming = bool(body.get("stream"))
+    completion_id = _completion_id(number)
+    if streaming:
+        first = next(
+            completion_chunks(
+                body, answer, model=model, completion_id=completion_id, created=int(time.time())
+            )
+        )
+        more = {**first, "choices": [{**first["choices"][0], "delta": {"content": "more "}}]}
+        opening, piece = _sse(first), _sse(more)
+    else:
+        opening = json.dumps({"id": completion_id, "object": "chat.completion"}).encode()[:-1]
+        opening += b', "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
+        piece = b"more "
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream" if streaming else "application/json",
+            "Cache-Control": "no-cache",
+        }
+    )
+    await response.prepare(request)
+    with contextlib.suppress(ConnectionError):  # the client went away mid-write
+        await response.write(opening)
+        while True:  # a disconnect or the server's stop cancels this handler
+            await asyncio.sleep(fault.interval_s)
+            await response.write(piece)
+    return response
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
