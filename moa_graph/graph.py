@@ -30,7 +30,7 @@ from moa_graph.models import PresetModels
 from moa_graph.nodes import MoANodes
 from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ContextPreset, FixedPreset, PresetResolver
-from moa_graph.state import MoAState
+from moa_graph.state import MoAOutput, MoAState
 
 try:  # what LangGraph's own ToolNode is built on (a private module: guarded)
     from langgraph._internal._runnable import RunnableCallable
@@ -150,7 +150,12 @@ def _moa_graph(
     input_schema: type[Any] | None = None,
 ) -> StateGraph[Any, Any]:
     nodes = MoANodes(resolver, name=name)
-    builder = StateGraph(MoAState, context_schema=context_schema, input_schema=input_schema)
+    builder = StateGraph(
+        MoAState,
+        context_schema=context_schema,
+        input_schema=input_schema,
+        output_schema=MoAOutput,
+    )
     builder.add_node(
         "fan_out", _node(nodes.fan_out, nodes.afan_out), destinations=("reference", "aggregator")
     )

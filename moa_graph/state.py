@@ -12,7 +12,7 @@ from typing_extensions import TypedDict
 
 from moa_graph.usage import Usage, add_usage
 
-__all__ = ["MoAState", "ReferenceAnswer", "ReferenceTask"]
+__all__ = ["MoAOutput", "MoAState", "ReferenceAnswer", "ReferenceTask"]
 
 
 class ReferenceAnswer(TypedDict):
@@ -68,6 +68,18 @@ class MoAState(TypedDict):
     reference_raw: NotRequired[Annotated[dict[str, str], _merge_raw]]
     """With `privacy_filter: display`: the unredacted texts the models read, by
     `"<layer>:<index>"`; `references` holds what people see."""
+
+
+class MoAOutput(TypedDict):
+    """What a run of the MoA graph returns: the public keys of `MoAState`.
+
+    The private `reference_*` bookkeeping stays in the checkpoints (a resumed turn needs it)
+    but is not part of a run's output, over HTTP (`langgraph dev`, RemoteGraph) or in code.
+    """
+
+    messages: Annotated[list[AnyMessage], add_messages]
+    references: NotRequired[list[ReferenceAnswer]]
+    usage: NotRequired[Annotated[Usage, add_usage]]
 
 
 class ReferenceTask(TypedDict):

@@ -342,3 +342,17 @@ def test_a_user_turn_of_images_only_reaches_references_whole():
     out = graph.invoke({"messages": [{"role": "user", "content": [image]}]})
     assert models["a"].calls[0].messages[1].content == [image]
     assert out["references"][0]["status"] == "ok"
+
+
+async def test_a_runs_output_holds_only_the_public_keys():
+    graph = build_moa_graph(_preset("a"), model_factory=FakeModels()).compile(
+        checkpointer=InMemorySaver()
+    )
+    out = graph.invoke(_ask("hi"), _thread())
+    again = await graph.ainvoke(_ask("again"), _thread())
+
+    assert set(out) == set(again) == {"messages", "references", "usage"}
+    # The bookkeeping is still checkpointed (a resumed turn needs it), and `stream_mode=
+    # "values"` shows the whole state, as LangGraph defines it.
+    assert "reference_turn" in graph.get_state(_thread()).values
+    assert list(graph.get_output_jsonschema()["properties"]) == ["messages", "references", "usage"]

@@ -467,6 +467,7 @@ def test_a_preset_chosen_through_context_changes_the_models_called(studio, stub)
 
     assert [r["label"] for r in result["references"]] == ["stub:alpha", "stub:beta"]
     assert server.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+    assert set(result) == {"messages", "references", "usage"}, "no private keys over HTTP"
 
 
 def test_a_run_sent_as_configurable_with_other_keys_runs_its_preset(studio, stub):
