@@ -4,6 +4,12 @@ One call runs the preset's references in parallel on the trimmed view, then the 
 with the guidance, and returns the aggregator's `AIMessage` (with its tool calls). An agent
 loop calls its model once per tool step, so reference answers are cached per user turn: the
 key is a hash of the preset and the trimmed view up to the last human message.
+
+The call is one chat-model run. Its inner runs (each reference, the aggregator) are its
+child runs for tracers and event streams (LangSmith, `astream_events`), which draw run
+trees; any other callback handler (a token counter, `get_usage_metadata_callback`, a
+logger) sees the MoA run alone, whose `usage_metadata` is the call's total. So every token
+is counted once whichever way it is observed.
 """
 
 from __future__ import annotations
@@ -12,21 +18,28 @@ import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager
+from operator import itemgetter
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
-    AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    CallbackManager,
     CallbackManagerForLLMRun,
     Callbacks,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, BaseMessageChunk
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.output_parsers import (
+    JsonOutputKeyToolsParser,
+    JsonOutputParser,
+    PydanticOutputParser,
+    PydanticToolsParser,
+)
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.utils.function_calling import convert_to_openai_tool
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.utils.function_calling import convert_to_openai_function, convert_to_openai_tool
+from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from moa_graph.cache import AdviceCache
@@ -37,6 +50,7 @@ from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.providers import ModelFactory
 from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
+from moa_graph.runs import ainner_stream, child_callbacks, inner_runs, inner_stream
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
     aggregator_step,
@@ -50,6 +64,10 @@ from moa_graph.turn import (
 
 __all__ = ["MoAChatModel", "init_moa_model"]
 
+_STRUCTURED_OUTPUT_FORMAT = "moa_structured_output_format"
+"""A copy of the call's `ls_structured_output_format`, which LangChain takes off the call's
+own kwargs: the inner aggregator run gets it from here."""
+
 
 class MoAChatModel(BaseChatModel):
     """A MoA preset as a chat model: references in parallel, then the acting aggregator.
@@ -57,6 +75,12 @@ class MoAChatModel(BaseChatModel):
     Usable wherever a chat model is, e.g. as the `model` of `langchain.agents.create_agent`.
     Tools bound with `bind_tools` go to the aggregator only. A per-call `model="<preset>"`
     runs another preset of the same config.
+
+    The reply's `response_metadata["model_name"]` is the preset that ran (the aggregator's
+    own is `moa_aggregator_model`), and its `usage_metadata` is the call's total: the
+    references this call ran plus the aggregator (a cached turn's references count once, in
+    the call that ran them). A callback handler sees one chat-model run carrying that total;
+    tracers and event streams also see the references and the aggregator as its child runs.
 
     Example:
         >>> moa = MoAChatModel(preset="review", config="moa.yaml")  # doctest: +SKIP
@@ -133,13 +157,25 @@ class MoAChatModel(BaseChatModel):
         tools: Sequence[Any],
         *,
         tool_choice: str | dict[str, Any] | bool | None = None,
+        strict: bool | None = None,
+        parallel_tool_calls: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, AIMessage]:
-        """Bind tools to the aggregator (references never get tools)."""
-        formatted = [convert_to_openai_tool(tool) for tool in tools]
-        if tool_choice is not None:
-            kwargs["tool_choice"] = tool_choice
-        return self.bind(tools=formatted, **kwargs)
+        """Bind tools to the aggregator (references never get tools).
+
+        The tools and every option (`tool_choice`, `strict`, `parallel_tool_calls`, a
+        `response_format`...) reach the aggregator's own `bind_tools` as given, at each call:
+        it converts them its own way (`ChatOpenAI` makes `strict` tools strict).
+        """
+        options = {
+            "tool_choice": tool_choice,
+            "strict": strict,
+            "parallel_tool_calls": parallel_tool_calls,
+        }
+        kwargs.update({key: value for key, value in options.items() if value is not None})
+        if "ls_structured_output_format" in kwargs:
+            kwargs[_STRUCTURED_OUTPUT_FORMAT] = kwargs["ls_structured_output_format"]
+        return self.bind(tools=list(tools), **kwargs)
 
     def with_structured_output(
         self,
@@ -150,8 +186,57 @@ class MoAChatModel(BaseChatModel):
         strict: bool | None = None,
         **kwargs: Any,
     ) -> Runnable[LanguageModelInput, Any]:
-        """Structured output through the aggregator, by tool calling whatever the `method`."""
-        return super().with_structured_output(schema, include_raw=include_raw, **kwargs)
+        """Structured output from the aggregator, after the references, as `ChatOpenAI` does it.
+
+        `function_calling` (the default, for any aggregator that calls tools) forces a tool
+        named after the schema; `json_schema` and `json_mode` send OpenAI's `response_format`
+        (an OpenAI-compatible aggregator: every provider-table model is one) and parse the
+        reply's text. `strict` goes to the aggregator with the tool or the schema.
+
+        Raises:
+            ValueError: An unknown `method`, or arguments this does not take.
+        """
+        if kwargs:
+            raise ValueError(f"Received unsupported arguments {kwargs}")
+        pydantic = isinstance(schema, type) and is_basemodel_subclass(schema)
+        traced: dict[str, Any] = {"kwargs": {"method": method, "strict": strict}, "schema": schema}
+        parser: Runnable[Any, Any]
+        if method == "function_calling":
+            name = convert_to_openai_tool(schema)["function"]["name"]
+            llm = self.bind_tools(
+                [schema], tool_choice=name, strict=strict, ls_structured_output_format=traced
+            )
+            parser = (
+                PydanticToolsParser(tools=[schema], first_tool_only=True)
+                if pydantic
+                else JsonOutputKeyToolsParser(key_name=name, first_tool_only=True)
+            )
+        elif method in ("json_schema", "json_mode"):
+            response_format = (
+                _json_schema_format(schema, strict)
+                if method == "json_schema"
+                else {"type": "json_object"}
+            )
+            llm = self.bind(
+                response_format=response_format,
+                ls_structured_output_format=traced,
+                **{_STRUCTURED_OUTPUT_FORMAT: traced},
+            )
+            parser = (
+                PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
+            )
+        else:
+            raise ValueError(
+                f"method must be 'function_calling', 'json_schema' or 'json_mode', not {method!r}"
+            )
+        if not include_raw:
+            return llm | parser
+        parsed = RunnablePassthrough.assign(
+            parsed=itemgetter("raw") | parser, parsing_error=lambda _: None
+        ).with_fallbacks(
+            [RunnablePassthrough.assign(parsed=lambda _: None)], exception_key="parsing_error"
+        )
+        return RunnableMap(raw=llm) | parsed
 
     # -- generation -------------------------------------------------------------------------
 
@@ -163,10 +248,11 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = self._cache.get(call.key, call.panel)
-        aggregator, agg_input, config = call.aggregator(messages, advice)
-        with call.errors():
-            reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
+        with inner_runs(call.callbacks):
+            advice, computed = self._cache.get(call.key, call.panel)
+            aggregator, agg_input, config = call.aggregator(messages, advice)
+            with call.errors():
+                reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
         call.check(reply)
         return _result(reply, call.models, advice, computed)
 
@@ -178,10 +264,11 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = await self._cache.aget(call.key, call.apanel)
-        aggregator, agg_input, config = call.aggregator(messages, advice)
-        with call.errors():
-            reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
+        with inner_runs(call.callbacks):
+            advice, computed = await self._cache.aget(call.key, call.apanel)
+            aggregator, agg_input, config = call.aggregator(messages, advice)
+            with call.errors():
+                reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
         call.check(reply)
         return _result(reply, call.models, advice, computed)
 
@@ -193,19 +280,21 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = self._cache.get(call.key, call.panel)
+        with inner_runs(call.callbacks):
+            advice, computed = self._cache.get(call.key, call.panel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
+        gathered: AIMessageChunk | None = None
         with call.errors():
-            gathered: BaseMessageChunk | None = None
-            for chunk in aggregator.stream(agg_input, stop=stop or self.stop, config=config):
-                generation = ChatGenerationChunk(message=_as_chunk(chunk))
-                gathered = generation.message if gathered is None else gathered + generation.message
+            chunks = aggregator.stream(agg_input, stop=stop or self.stop, config=config)
+            for chunk in inner_stream(chunks, call.callbacks):
+                gathered = chunk if gathered is None else gathered + chunk
+                generation = ChatGenerationChunk(message=_relayed(chunk))
                 if run_manager:
                     run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
         if gathered is not None:
             call.check(gathered)
-        yield _summary_chunk(call.models, advice, computed)
+        yield _summary_chunk(call.models, advice, computed, gathered)
 
     async def _astream(
         self,
@@ -215,19 +304,21 @@ class MoAChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
-        advice, computed = await self._cache.aget(call.key, call.apanel)
+        with inner_runs(call.callbacks):
+            advice, computed = await self._cache.aget(call.key, call.apanel)
         aggregator, agg_input, config = call.aggregator(messages, advice)
+        gathered: AIMessageChunk | None = None
         with call.errors():
-            gathered: BaseMessageChunk | None = None
-            async for chunk in aggregator.astream(agg_input, stop=stop or self.stop, config=config):
-                generation = ChatGenerationChunk(message=_as_chunk(chunk))
-                gathered = generation.message if gathered is None else gathered + generation.message
+            chunks = aggregator.astream(agg_input, stop=stop or self.stop, config=config)
+            async for chunk in ainner_stream(chunks, call.callbacks):
+                gathered = chunk if gathered is None else gathered + chunk
+                generation = ChatGenerationChunk(message=_relayed(chunk))
                 if run_manager:
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
         if gathered is not None:
             call.check(gathered)
-        yield _summary_chunk(call.models, advice, computed)
+        yield _summary_chunk(call.models, advice, computed, gathered)
 
     def _prepare(
         self,
@@ -253,7 +344,7 @@ class MoAChatModel(BaseChatModel):
             )
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
-        callbacks = _child_callbacks(run_manager)
+        callbacks = child_callbacks(run_manager)
         rounds = tool_rounds(messages, at)
         return _Call(models, key.hexdigest(), view, callbacks, kwargs, at_step, rounds=rounds)
 
@@ -328,6 +419,8 @@ class _Call:
         """The aggregator with this call's tools, its input (with guidance) and run config."""
         kwargs = dict(self._kwargs)
         tools = kwargs.pop("tools", None)
+        if _STRUCTURED_OUTPUT_FORMAT in kwargs:  # for the inner run's own trace
+            kwargs["ls_structured_output_format"] = kwargs.pop(_STRUCTURED_OUTPUT_FORMAT)
         aggregator = self.models.aggregator()
         model: Runnable[LanguageModelInput, BaseMessage] = aggregator
         # A caller's own tool_choice (structured output names its tool) stands; otherwise a
@@ -369,24 +462,6 @@ class _Call:
         return aggregator_failures(self.models.preset.aggregator.label)
 
 
-def _child_callbacks(
-    run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-) -> Callbacks:
-    """Callbacks that nest the inner model calls under this chat model's run."""
-    if run_manager is None:
-        return None
-    manager_class = (
-        AsyncCallbackManager
-        if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-        else CallbackManager
-    )
-    manager = manager_class(handlers=[], parent_run_id=run_manager.run_id)
-    manager.set_handlers(run_manager.inheritable_handlers)
-    manager.add_tags(run_manager.inheritable_tags)
-    manager.add_metadata(run_manager.inheritable_metadata)
-    return manager
-
-
 def init_moa_model(
     model: str = "moa", *, config: ConfigSource = None, **kwargs: Any
 ) -> MoAChatModel:
@@ -399,36 +474,80 @@ def init_moa_model(
     return MoAChatModel(preset=name or None, config=config, **kwargs)
 
 
-def _as_chunk(message: BaseMessage) -> AIMessageChunk:
-    if not isinstance(message, AIMessageChunk):
-        return AIMessageChunk(**message.model_dump(exclude={"type"}))
-    if message.chunk_position == "last":  # our own stream goes on (the summary chunk)
-        return message.model_copy(update={"chunk_position": None})
-    return message
+def _json_schema_format(schema: Any, strict: bool | None) -> dict[str, Any]:
+    """OpenAI's `response_format` for `schema`, as `ChatOpenAI` writes it."""
+    function = convert_to_openai_function(schema, strict=strict)
+    json_schema = {"name": function["name"], "schema": function["parameters"]}
+    if function.get("description"):
+        json_schema["description"] = function["description"]
+    if strict is not None:
+        json_schema["strict"] = strict
+    return {"type": "json_schema", "json_schema": json_schema}
+
+
+def _relayed(chunk: AIMessageChunk) -> AIMessageChunk:
+    """An aggregator chunk as this model streams it: no model name, no usage.
+
+    Both come once, in the summary chunk: chunks' strings concatenate, their usage adds up.
+    """
+    metadata = {k: v for k, v in chunk.response_metadata.items() if k != "model_name"}
+    return chunk.model_copy(update={"usage_metadata": None, "response_metadata": metadata})
 
 
 def _result(reply: BaseMessage, models: PresetModels, advice: Advice, computed: bool) -> ChatResult:
     message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply.content)
+    aggregator_model = message.response_metadata.get("model_name")
+    message.usage_metadata = _call_usage(message.usage_metadata, advice, computed)
     message.response_metadata = {
         **message.response_metadata,
-        **_moa_metadata(models, advice, computed),
+        **_moa_metadata(models, advice, computed, aggregator_model),
     }
     return ChatResult(generations=[ChatGeneration(message=message)])
 
 
-def _summary_chunk(models: PresetModels, advice: Advice, computed: bool) -> ChatGenerationChunk:
-    metadata = _moa_metadata(models, advice, computed)
-    return ChatGenerationChunk(message=AIMessageChunk(content="", response_metadata=metadata))
+def _summary_chunk(
+    models: PresetModels, advice: Advice, computed: bool, gathered: AIMessageChunk | None
+) -> ChatGenerationChunk:
+    aggregator_model = gathered.response_metadata.get("model_name") if gathered else None
+    usage = _call_usage(gathered.usage_metadata if gathered else None, advice, computed)
+    message = AIMessageChunk(
+        content="",
+        response_metadata=_moa_metadata(models, advice, computed, aggregator_model),
+        usage_metadata=usage,
+    )
+    return ChatGenerationChunk(message=message)
 
 
-def _moa_metadata(models: PresetModels, advice: Advice, computed: bool) -> dict[str, Any]:
+def _call_usage(
+    aggregator: UsageMetadata | None, advice: Advice, computed: bool
+) -> UsageMetadata | None:
+    """The call's tokens: the aggregator's, plus the references' when this call ran them."""
+    if not computed or advice.usage is None:
+        return aggregator
+    counts = advice.usage["total"]
+    references = UsageMetadata(
+        input_tokens=counts["input_tokens"],
+        output_tokens=counts["output_tokens"],
+        total_tokens=counts["input_tokens"] + counts["output_tokens"],
+    )
+    if counts["cached_input_tokens"]:
+        references["input_token_details"] = {"cache_read": counts["cached_input_tokens"]}
+    return add_usage(aggregator, references)
+
+
+def _moa_metadata(
+    models: PresetModels, advice: Advice, computed: bool, aggregator_model: str | None
+) -> dict[str, Any]:
     """What this call did, for tracing and accounting.
 
-    The aggregator's own tokens are in the message's `usage_metadata`;
-    `moa_reference_usage` holds the references that ran in this call (None on a cache hit).
+    `model_name` is the preset that ran, `moa_aggregator_model` the aggregator's own model
+    name. The message's `usage_metadata` is the call's total; `moa_reference_usage` holds
+    the references that ran in this call, per model (None on a cache hit).
     """
     references, usage = advice.answers, advice.usage
     return {
+        "model_name": models.preset.name,
+        "moa_aggregator_model": aggregator_model or models.preset.aggregator.model,
         "moa_preset": models.preset.name,
         "moa_references": [
             {k: ref.get(k) for k in ("index", "label", "status", "latency_ms")}
