@@ -88,6 +88,26 @@ async def test_messages_mode_streams_only_the_aggregators_tokens(stub):
     assert "".join(m.content for m in last_step) == final["messages"][-1].content
 
 
+async def test_reference_runs_are_filtered_out_of_astream_events_by_tag(stub):
+    graph = _graph(stub)
+    question = {"messages": [("user", "Tell me about tea.")]}
+
+    def streamed(events):
+        return {
+            e["metadata"].get("moa_role") for e in events if e["event"] == "on_chat_model_stream"
+        }
+
+    every = [e async for e in graph.astream_events(question, version="v2")]
+    answer_only = [
+        e
+        async for e in graph.astream_events(question, version="v2", exclude_tags=["moa:reference"])
+    ]
+
+    assert streamed(every) == {"reference", "aggregator"}, "references stream under events"
+    assert streamed(answer_only) == {"aggregator"}
+    assert not any("moa:reference" in e.get("tags", []) for e in answer_only)
+
+
 def test_model_calls_carry_langsmith_names_tags_and_metadata(stub):
     class Recorder(BaseCallbackHandler):
         def __init__(self):
