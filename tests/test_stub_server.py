@@ -21,7 +21,7 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 
 from moa_graph.errors import ConfigError
-from moa_graph.testing._stub_behaviour import find_expression, safe_eval
+from moa_graph.testing._request import find_expression, safe_eval
 from moa_graph.testing.server import ModelBehaviour, StubServer, load_stub_config, serve
 
 QUESTION = "What is 17 * 23?"
@@ -642,3 +642,142 @@ def test_load_stub_config_names_the_bad_key(tmp_path: Path) -> None:
     path.write_text(json.dumps({"models": {"m": {"fault": {"kind": "explode"}}}}), "utf-8")
     with pytest.raises(ConfigError, match=r"stub\.json: models\.m\.fault\.kind"):
         load_stub_config(path)
+
+
+# --- fidelity: scripts, validation, the Responses API ------------------------------------------
+
+
+def test_a_script_replays_its_replies_in_order_then_the_default_policy_answers() -> None:
+    script = [
+        {"tool_calls": [{"name": "search", "arguments": {"query": "rivers"}, "id": "call_1"}]},
+        "Rivers are long.",
+    ]
+    with StubServer(models={"m": {"script": script}}) as url:
+        llm = _chat(url, "m")
+        first, second, third = (llm.invoke("Tell me about rivers") for _ in range(3))
+    assert isinstance(first, AIMessage)
+    assert [(c["name"], c["args"], c["id"]) for c in first.tool_calls] == [
+        ("search", {"query": "rivers"}, "call_1")
+    ]
+    assert second.content == "Rivers are long."
+    assert str(third.content).startswith("[m]")
+
+
+def test_reset_starts_a_script_over() -> None:
+    with StubServer(models={"m": {"script": ["one", "two"]}}) as url:
+        server_url = url
+        assert _chat(server_url, "m").invoke("q").content == "one"
+        httpx.post(f"{_root(server_url)}/_stub/reset")
+        assert _chat(server_url, "m").invoke("q").content == "one"
+
+
+def test_load_stub_config_reads_a_script(tmp_path: Path) -> None:
+    path = tmp_path / "stub.yaml"
+    path.write_text("models:\n  m:\n    script: [hello, {content: bye}]\n", encoding="utf-8")
+    models, _ = load_stub_config(path)
+    assert [reply.content for reply in models["m"].script] == ["hello", "bye"]
+
+
+def test_a_tool_message_answering_no_call_is_a_400_in_openais_shape() -> None:
+    with StubServer() as url:
+        response = httpx.post(
+            f"{url}/chat/completions",
+            json={
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": QUESTION},
+                    {"role": "tool", "tool_call_id": "call_x", "content": "391"},
+                ],
+            },
+        )
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert error["param"] == "messages.[1].role"
+
+
+def test_an_unanswered_tool_call_is_a_400() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    with StubServer() as url:
+        response = httpx.post(
+            f"{url}/chat/completions",
+            json={
+                "model": "m",
+                "messages": [
+                    {"role": "user", "content": QUESTION},
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "user", "content": "and?"},
+                ],
+            },
+        )
+    assert response.status_code == 400
+    assert "call_1" in response.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "param"),
+    [
+        ({"messages": [{"role": "robot", "content": "hi"}]}, "messages.[0].role"),
+        ({"messages": []}, "messages"),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"n": 0}, "n"),
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        ({"stream_options": {"include_usage": True}}, "stream_options"),
+        ({"response_format": {"type": "xml"}}, "response_format.type"),
+    ],
+)
+def test_invalid_requests_are_400s_naming_the_param(extra: dict[str, Any], param: str) -> None:
+    with StubServer() as url:
+        response = httpx.post(f"{url}/chat/completions", json=_body("m", **extra))
+    assert response.status_code == 400
+    assert response.json()["error"]["param"] == param
+
+
+def test_a_strict_tool_with_an_open_schema_is_a_400() -> None:
+    tool_spec = {
+        "type": "function",
+        "function": {
+            "name": "f",
+            "strict": True,
+            "parameters": {"type": "object", "properties": {"x": {"type": "string"}}},
+        },
+    }
+    with StubServer() as url:
+        response = httpx.post(f"{url}/chat/completions", json=_body("m", tools=[tool_spec]))
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "invalid_json_schema"
+
+
+def test_the_model_endpoint_retrieves_any_model_name() -> None:
+    with StubServer() as url:
+        response = httpx.get(f"{url}/models/anything")
+    assert response.json() == {
+        "id": "anything",
+        "object": "model",
+        "created": 0,
+        "owned_by": "moa-graph-stub",
+    }
+
+
+def test_chat_openai_on_the_responses_api_invokes_and_streams() -> None:
+    with StubServer() as url:
+        llm = _chat(url, "ref-a", use_responses_api=True)
+        answer = llm.invoke("Tell me about rivers")
+        chunks = list(llm.stream("Tell me about rivers"))
+    assert answer.text.startswith("[ref-a]")
+    assert answer.usage_metadata is not None and answer.usage_metadata["output_tokens"] > 0
+    assert _joined(chunks).text == answer.text
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+def test_chat_openai_on_the_responses_api_makes_a_tool_round_trip(streaming: bool) -> None:
+    with StubServer() as url:
+        llm = _chat(url, "agg", use_responses_api=True).bind_tools([calculator])
+        ask = (lambda m: _joined(list(llm.stream(m)))) if streaming else llm.invoke
+        call = ask([HumanMessage(QUESTION)])
+        assert [(c["name"], c["args"]) for c in call.tool_calls] == [
+            ("calculator", {"expression": "17 * 23"})
+        ]
+        result = ToolMessage("391", tool_call_id=call.tool_calls[0]["id"])
+        answer = ask([HumanMessage(QUESTION), call, result])
+    assert answer.text == "The result is 391."

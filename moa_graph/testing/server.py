@@ -1,18 +1,24 @@
 """An OpenAI-compatible stand-in HTTP server for offline tests and demos.
 
 `StubServer` runs an `aiohttp` server on loopback in a background thread and answers
-`POST /v1/chat/completions` (plain and streamed, with tool calls) deterministically, so the real
-`langchain_openai.ChatOpenAI` client can talk to it with any API key. Per model name it can add
-latency, return a fixed reply, or inject faults (error status, dropped connection, hang, broken
-body, cut stream, empty choices, invalid tool arguments, a trickle of one byte at a time, a
-stream that never ends; see `FaultKind`): on every request, on the first N, or
-on a seeded random share of them (`rate`). `serve` runs the same server in the current event
-loop until cancelled, for `moa-graph stub-server`.
+`POST /v1/chat/completions` and `POST /v1/responses` (plain and streamed, with tool calls)
+deterministically, so the real `langchain_openai.ChatOpenAI` client, the `openai` SDK and
+litellm can talk to it with any API key. Requests are validated as OpenAI does
+(`moa_graph.testing._validation`: a 400 in OpenAI's error shape), and answered by a
+deterministic policy that honours `tools`, `tool_choice`, `parallel_tool_calls`,
+`response_format`, `stop`, `max_tokens`/`max_completion_tokens`, `n`, `seed` and
+`stream_options.include_usage` (`moa_graph.testing._answer`). Per model name it can add
+latency, return a fixed reply, replay a `script` of replies, or inject faults (error status,
+dropped connection, hang, broken body, cut stream, empty choices, invalid tool arguments, a
+trickle of one byte at a time, a stream that never ends; see `FaultKind`): on every request,
+on the first N, or on a seeded random share of them (`rate`). `serve` runs the same server in
+the current event loop until cancelled, for `moa-graph stub-server`.
 
 Example:
     >>> with StubServer(models={"slow": {"latency": 0.2}}) as url:  # doctest: +SKIP
     ...     ChatOpenAI(model="slow", base_url=url, api_key="test").invoke("What is 2 + 3?")
 
+`GET /v1/models` lists the configured model names; `GET /v1/models/{id}` answers for any name.
 Control endpoints next to the OpenAI ones: `GET /_stub/stats`, `GET /_stub/requests?model=`,
 `POST /_stub/reset` and `POST /_stub/config` (`{"models": {...}, "default": {...}}`).
 """
@@ -21,31 +27,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import json
 import threading
 import time
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 from pydantic import ValidationError
 
+from moa_graph.testing._answer import plan_answer
+from moa_graph.testing._faults import apply_fault
+from moa_graph.testing._responses import chat_request_of, complete_response, response_events
+from moa_graph.testing._sending import completion_id, error, send_answer, send_events, sse
 from moa_graph.testing._stub_behaviour import (
-    Answer,
     BehaviourLike,
     Fault,
     ModelBehaviour,
     StubState,
-    bad_tool_args_answer,
-    completion_body,
-    completion_chunks,
-    error_body,
     load_stub_config,
-    plan_answer,
 )
+from moa_graph.testing._validation import InvalidRequest, validate_chat_request
 
 __all__ = ["Fault", "ModelBehaviour", "StubServer", "load_stub_config", "serve"]
 
@@ -54,32 +56,12 @@ _BACKLOG = 1024
 _SHUTDOWN_TIMEOUT = 0.25
 _THREAD_TIMEOUT = 10.0
 _OWNER = "moa-graph-stub"
-_CUT_AFTER_CHUNKS = 3
-_MALFORMED = b'{"id": "chatcmpl-stub", "object": "chat.completion", "choices": [{"index": 0,'
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    429: "rate_limit_error",
-}
 
 
 _STATE = web.AppKey("moa_graph_stub_state", StubState)
 
 
 # --- HTTP handlers -------------------------------------------------------------------------
-
-
-def _completion_id(number: int) -> str:
-    # Unique across servers and restarts: LangGraph's `add_messages` treats two messages with
-    # one id as one message, and a resumed thread may hold answers from an earlier server.
-    return f"chatcmpl-stub{number}-{uuid.uuid4().hex[:12]}"
-
-
-def _error(status: int, message: str, *, headers: Mapping[str, str] | None = None) -> web.Response:
-    type_ = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    return web.json_response(error_body(message, type_=type_), status=status, headers=headers)
 
 
 @web.middleware
@@ -90,241 +72,105 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+        return error(exc.status, f"{exc.reason}: {request.method} {request.path}")
 
 
-def _drop_connection(request: web.Request, *, flush: bool) -> None:
-    """Close the client's connection without (finishing) a response."""
-    transport = request.transport
-    if transport is None:
-        return
-    # close() still sends what was written (a cut stream's first chunks); abort() drops it all.
-    if flush:
-        transport.close()
-    else:
-        transport.abort()
+async def _json_body(request: web.Request) -> Any:
+    try:
+        return await request.json()
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("request body is not valid JSON") from None
 
 
-def _sse(data: Mapping[str, Any] | str) -> bytes:
-    text = data if isinstance(data, str) else json.dumps(data, separators=(",", ":"))
-    return f"data: {text}\n\n".encode()
-
-
-async def _send_events(
-    request: web.Request,
-    events: Iterable[bytes],
-    *,
-    cut_after: int | None = None,
-) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-    )
-    await response.prepare(request)
-    for index, event in enumerate(events):
-        if cut_after is not None and index >= cut_after:
-            _drop_connection(request, flush=True)
-            return response
-        await response.write(event)
-    await response.write_eof()
-    return response
-
-
-async def _answer(
-    request: web.Request,
-    body: dict[str, Any],
-    answer: Answer,
-    *,
-    model: str,
-    number: int,
-    with_choices: bool = True,
-    cut_after: int | None = None,
-) -> web.StreamResponse:
-    """Send `answer` as one completion or as an SSE stream, whichever the request asked for."""
-    completion_id, created = _completion_id(number), int(time.time())
-    if not body.get("stream"):
-        payload = completion_body(
-            body,
-            answer,
-            model=model,
-            completion_id=completion_id,
-            created=created,
-            with_choices=with_choices,
-        )
-        return web.json_response(payload)
-    chunks: Iterable[Mapping[str, Any]] = completion_chunks(
-        body, answer, model=model, completion_id=completion_id, created=created
-    )
-    if not with_choices:
-        # Keep just the first chunk, stripped of its choice: a stream that never carries one.
-        chunks = [{**chunk, "choices": []} for chunk in itertools.islice(chunks, 1)]
-    events = itertools.chain((_sse(chunk) for chunk in chunks), [_sse("[DONE]")])
-    return await _send_events(request, events, cut_after=cut_after)
-
-
-async def _apply_fault(
-    request: web.Request,
-    body: dict[str, Any],
-    fault: Fault,
-    behaviour: ModelBehaviour,
-    *,
-    model: str,
-    number: int,
-) -> web.StreamResponse:
-    streaming = bool(body.get("stream"))
-    if fault.kind == "status":
-        retry_after = fault.retry_after
-        headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else None
-        message = fault.message or f"stub fault: HTTP {fault.status} for model {model!r}"
-        return _error(fault.status, message, headers=headers)
-    if fault.kind == "reset" or (fault.kind == "cut_stream" and not streaming):
-        _drop_connection(request, flush=False)
-        return web.Response()  # never reaches the client; aiohttp discards it quietly
-    if fault.kind == "malformed":
-        if streaming:
-            events = [
-                _sse({"id": _completion_id(number), "choices": []}),
-                _sse(_MALFORMED.decode()),
-                _sse("[DONE]"),
-            ]
-            return await _send_events(request, events)
-        return web.Response(body=_MALFORMED, content_type="application/json")
-    if fault.kind == "bad_tool_args":
-        return await _answer(request, body, bad_tool_args_answer(body), model=model, number=number)
-    answer = plan_answer(body, model=model, reply=behaviour.reply)
-    if fault.kind == "hang":
-        # Cancelled when the client disconnects (handler_cancellation) or the server stops.
-        await asyncio.sleep(fault.hang_s)
-        return await _answer(request, body, answer, model=model, number=number)
-    if fault.kind == "no_choices":
-        return await _answer(request, body, answer, model=model, number=number, with_choices=False)
-    if fault.kind == "trickle":
-        return await _trickle(request, body, answer, model=model, number=number, fault=fault)
-    if fault.kind == "endless_stream":
-        return await _endless(request, body, answer, model=model, number=number, fault=fault)
-    return await _answer(
-        request, body, answer, model=model, number=number, cut_after=_CUT_AFTER_CHUNKS
-    )
-
-
-async def _trickle(
-    request: web.Request,
-    body: dict[str, Any],
-    answer: Answer,
-    *,
-    model: str,
-    number: int,
-    fault: Fault,
-) -> web.StreamResponse:
-    """Send the whole response, status line and headers included, one byte per `interval_s`.
-
-    Each read of the client's gets a byte in time, so only a bound on the whole request ends
-    it. Written to the connection directly (aiohttp sends its headers at once), then closed.
-    """
-    completion_id, created = _completion_id(number), int(time.time())
-    if body.get("stream"):
-        chunks = completion_chunks(
-            body, answer, model=model, completion_id=completion_id, created=created
-        )
-        payload = b"".join([*(_sse(chunk) for chunk in chunks), _sse("[DONE]")])
-        content_type = "text/event-stream"
-    else:
-        completion = completion_body(
-            body, answer, model=model, completion_id=completion_id, created=created
-        )
-        payload, content_type = json.dumps(completion).encode(), "application/json"
-    data = (
-        f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {len(payload)}"
-        "\r\nConnection: close\r\n\r\n"
-    ).encode() + payload
-    transport = request.transport
-    for index in range(len(data)):  # a disconnect cancels this handler (handler_cancellation)
-        if transport is None or transport.is_closing():
-            break
-        transport.write(data[index : index + 1])
-        await asyncio.sleep(fault.interval_s)
-    _drop_connection(request, flush=True)
-    return web.Response()  # never reaches the client; aiohttp discards it quietly
-
-
-async def _endless(
-    request: web.Request,
-    body: dict[str, Any],
-    answer: Answer,
-    *,
-    model: str,
-    number: int,
-    fault: Fault,
-) -> web.StreamResponse:
-    """A response that never ends: a chunk every `interval_s`, until the client goes away.
-
-    Streaming, SSE content chunks and never `[DONE]`; otherwise a completion's JSON whose
-    `content` string never closes.
-    """
-    streaming = bool(body.get("stream"))
-    completion_id = _completion_id(number)
-    if streaming:
-        first = next(
-            completion_chunks(
-                body, answer, model=model, completion_id=completion_id, created=int(time.time())
-            )
-        )
-        more = {**first, "choices": [{**first["choices"][0], "delta": {"content": "more "}}]}
-        opening, piece = _sse(first), _sse(more)
-    else:
-        opening = json.dumps({"id": completion_id, "object": "chat.completion"}).encode()[:-1]
-        opening += b', "choices": [{"index": 0, "message": {"role": "assistant", "content": "'
-        piece = b"more "
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": "text/event-stream" if streaming else "application/json",
-            "Cache-Control": "no-cache",
-        }
-    )
-    await response.prepare(request)
-    with contextlib.suppress(ConnectionError):  # the client went away mid-write
-        await response.write(opening)
-        while True:  # a disconnect or the server's stop cancels this handler
-            await asyncio.sleep(fault.interval_s)
-            await response.write(piece)
-    return response
+def _invalid(exc: InvalidRequest) -> web.Response:
+    return error(400, exc.message, param=exc.param, code=exc.code)
 
 
 async def _chat_completions(request: web.Request) -> web.StreamResponse:
     state = request.app[_STATE]
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "request body is not valid JSON")
-    if not isinstance(body, dict):
-        return _error(400, "request body must be a JSON object")
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        return _error(400, "you must provide a model parameter")
-    messages = body.get("messages")
-    if (
-        not isinstance(messages, list)
-        or not messages
-        or not all(isinstance(message, dict) for message in messages)
-    ):
-        return _error(400, "'messages' must be a non-empty list of message objects")
-    number, behaviour, fault, delay = state.admit(model, body)
+        body = await _json_body(request)
+        validate_chat_request(body)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    model = body["model"]
+    admission = state.admit(model, body)
     try:
-        if delay > 0:
-            await asyncio.sleep(delay)
-        if fault is not None:
-            return await _apply_fault(request, body, fault, behaviour, model=model, number=number)
-        answer = plan_answer(body, model=model, reply=behaviour.reply)
-        return await _answer(request, body, answer, model=model, number=number)
+        if admission.delay > 0:
+            await asyncio.sleep(admission.delay)
+        if admission.fault is not None:
+            return await apply_fault(
+                request,
+                body,
+                admission.fault,
+                admission.behaviour,
+                model=model,
+                number=admission.number,
+            )
+        answer = plan_answer(
+            body, model=model, reply=admission.behaviour.reply, scripted=admission.scripted
+        )
+        return await send_answer(request, body, answer, model=model, number=admission.number)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client disconnects (handler_cancellation).
         state.disconnected(model)
         raise
 
 
+async def _responses(request: web.Request) -> web.StreamResponse:
+    """`POST /v1/responses`: latency and the `status`, `reset` and `hang` faults apply."""
+    state = request.app[_STATE]
+    try:
+        body = await _json_body(request)
+        if not isinstance(body, dict):
+            raise InvalidRequest("request body must be a JSON object")
+        chat = chat_request_of(body)
+        validate_chat_request(chat)
+    except InvalidRequest as exc:
+        return _invalid(exc)
+    model = body["model"]
+    admission = state.admit(model, body)
+    try:
+        if admission.delay > 0:
+            await asyncio.sleep(admission.delay)
+        fault = admission.fault
+        if fault is not None and fault.kind == "hang":
+            await asyncio.sleep(fault.hang_s)
+        elif fault is not None and fault.kind in {"status", "reset"}:
+            return await apply_fault(
+                request, body, fault, admission.behaviour, model=model, number=admission.number
+            )
+        answer = plan_answer(
+            chat, model=model, reply=admission.behaviour.reply, scripted=admission.scripted
+        )
+        response_id, created = completion_id(admission.number, "resp"), int(time.time())
+        if not body.get("stream"):
+            return web.json_response(
+                complete_response(
+                    body, chat, answer, model=model, response_id=response_id, created=created
+                )
+            )
+        events = response_events(
+            body, chat, answer, model=model, response_id=response_id, created=created
+        )
+        return await send_events(request, (sse(event, event=event["type"]) for event in events))
+    except asyncio.CancelledError:
+        state.disconnected(model)
+        raise
+
+
+def _model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": _OWNER}
+
+
 async def _list_models(request: web.Request) -> web.Response:
     names = request.app[_STATE].model_names()
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": _OWNER} for name in names]
-    return web.json_response({"object": "list", "data": data})
+    return web.json_response({"object": "list", "data": [_model_object(n) for n in names]})
+
+
+async def _retrieve_model(request: web.Request) -> web.Response:
+    """`GET /v1/models/{id}`: the stand-in answers every model name, so every id exists."""
+    return web.json_response(_model_object(request.match_info["model"]))
 
 
 async def _stats(request: web.Request) -> web.Response:
@@ -348,18 +194,18 @@ async def _reset(request: web.Request) -> web.Response:
 async def _config(request: web.Request) -> web.Response:
     state = request.app[_STATE]
     try:
-        body = await request.json()
-    except (ValueError, UnicodeDecodeError):
-        return _error(400, "request body is not valid JSON")
+        body = await _json_body(request)
+    except InvalidRequest as exc:
+        return _invalid(exc)
     if not isinstance(body, dict) or not set(body) <= {"models", "default", "replace"}:
-        return _error(400, "expected an object with 'models', 'default' and/or 'replace'")
+        return error(400, "expected an object with 'models', 'default' and/or 'replace'")
     models = body.get("models") or {}
     if not isinstance(models, dict):
-        return _error(400, "'models' must be an object of model name → behaviour")
+        return error(400, "'models' must be an object of model name → behaviour")
     try:
         state.configure(models, default=body.get("default"), replace=bool(body.get("replace")))
     except (ValidationError, TypeError, ValueError) as exc:
-        return _error(400, f"invalid stub config: {exc}")
+        return error(400, f"invalid stub config: {exc}")
     return web.json_response({"ok": True, "models": state.model_names()})
 
 
@@ -367,7 +213,9 @@ def _build_app(state: StubState) -> web.Application:
     app = web.Application(middlewares=[_json_errors])
     app[_STATE] = state
     app.router.add_post("/v1/chat/completions", _chat_completions)
+    app.router.add_post("/v1/responses", _responses)
     app.router.add_get("/v1/models", _list_models)
+    app.router.add_get("/v1/models/{model}", _retrieve_model)
     app.router.add_get("/_stub/stats", _stats)
     app.router.add_get("/_stub/requests", _recorded)
     app.router.add_post("/_stub/reset", _reset)
