@@ -21,6 +21,7 @@ from langchain_core.runnables import Runnable, RunnableLambda
 from langchain_core.tools import BaseTool
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.message import add_messages
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import tools_condition
 from typing_extensions import TypedDict
 
@@ -76,8 +77,9 @@ def build_moa_graph(
             `MoAConfig` or anything `load_config` takes (None: discovery, only when needed).
         model_factory: Builds a chat model from a `ModelSpec`, replacing the built-in
             provider table (tests, or users with their own model objects).
-        name: Set as the `name` of the aggregator's messages, so a parent graph can tell
-            which agent answered.
+        name: The agent's name: set as the `name` of the aggregator's messages, so a parent
+            graph can tell which agent answered, and of the compiled graph (unless
+            `compile(name=...)` says otherwise), as a supervisor expects.
 
     Returns:
         The `StateGraph` builder with nodes `fan_out`, `reference`, `join`, `aggregator`
@@ -150,7 +152,8 @@ def _moa_graph(
     input_schema: type[Any] | None = None,
 ) -> StateGraph[Any, Any]:
     nodes = MoANodes(resolver, name=name)
-    builder = StateGraph(
+    builder = _AgentGraph(
+        name,
         MoAState,
         context_schema=context_schema,
         input_schema=input_schema,
@@ -175,6 +178,24 @@ def _moa_graph(
         {"fan_out": "fan_out", "aggregator": "aggregator"},
     )
     return builder
+
+
+class _AgentGraph(StateGraph[Any, Any, Any, Any]):
+    """A `StateGraph` whose compiled graph is named after its agent unless `compile` names it.
+
+    A supervisor (`langgraph_supervisor.create_supervisor`) tells its agents apart by the
+    compiled graph's `name`, which `StateGraph` otherwise leaves as `"LangGraph"`.
+    """
+
+    def __init__(self, agent: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.agent = agent
+
+    def compile(
+        self, *args: Any, name: str | None = None, **kwargs: Any
+    ) -> CompiledStateGraph[Any, Any, Any, Any]:
+        """Compile as `StateGraph.compile` does; `name` defaults to the agent's."""
+        return super().compile(*args, name=name or self.agent, **kwargs)
 
 
 def _node(

@@ -356,3 +356,10 @@ async def test_a_runs_output_holds_only_the_public_keys():
     # "values"` shows the whole state, as LangGraph defines it.
     assert "reference_turn" in graph.get_state(_thread()).values
     assert list(graph.get_output_jsonschema()["properties"]) == ["messages", "references", "usage"]
+
+
+def test_the_compiled_graph_is_named_after_its_agent():
+    builder = build_moa_graph(_preset("a"), model_factory=FakeModels(), name="math_moa")
+    assert builder.compile().name == "math_moa"
+    assert builder.compile(name="other").name == "other"
+    assert build_moa_graph(_preset("a"), model_factory=FakeModels()).compile().name == "moa"
