@@ -3,11 +3,11 @@
 The OpenAI client's `timeout` (the model's `timeout`, or a direct reference's time left) is,
 to httpx, a bound on each step (connect, each write, each read): a server trickling one byte
 a second, or streaming chunks forever, would never be cut. These transports
-(`BoundedAsyncTransport`, `BoundedTransport`, which `moa_graph.transport`'s clients use) make
-a request's read timeout a bound on the whole attempt: connect, send, the headers and every
-chunk of the body or stream. A request past it fails with `httpx2.TimeoutException` (a
-`TimeoutError` under it), which the OpenAI client retries as a timeout and then raises as
-`openai.APITimeoutError`; each retry has a bound of its own.
+(`BoundedAsyncTransport`, `BoundedTransport`: public here, used by `moa_graph.transport`'s
+clients) make a request's read timeout a bound on the whole attempt: connect, send, the
+headers and every chunk of the body or stream. A request past it fails with
+`httpx2.TimeoutException` (a `TimeoutError` under it), which the OpenAI client retries as a
+timeout and then raises as `openai.APITimeoutError`; each retry has a bound of its own.
 
 Async, one timer per request cuts the step still waiting when it fires (`_AsyncSteps`).
 Sync, each blocking socket operation (connect, TLS handshake, every write and read) waits at
@@ -211,7 +211,11 @@ class BoundedTransport(httpx2.BaseTransport):
             step: bound.budget if value is None else min(value, bound.budget)
             for step, value in request.extensions["timeout"].items()
         }
-        response = _run_within(bound, self.transport.handle_request, request)
+        # Headers in just after the deadline: the response is closed, not dropped (which would
+        # keep its connection checked out of the pool for good).
+        response = _run_within(
+            bound, self.transport.handle_request, request, discard=httpx2.Response.close
+        )
         assert isinstance(response.stream, httpx2.SyncByteStream)
         response.stream = _BoundedStream(response.stream, bound)
         return response
@@ -234,8 +238,16 @@ class _BoundedStream(httpx2.SyncByteStream):
         self._stream.close()
 
 
-def _run_within(bound: _Bound, step: Callable[..., _T], *args: Any) -> _T:
-    """One step of a sync request, its socket operations bounded by the request's deadline."""
+def _run_within(
+    bound: _Bound,
+    step: Callable[..., _T],
+    *args: Any,
+    discard: Callable[[_T], object] | None = None,
+) -> _T:
+    """One step of a sync request, its socket operations bounded by the request's deadline.
+
+    A step that ends after the deadline fails too; `discard` releases what it returned.
+    """
     token = _deadline.set(bound.deadline)
     try:
         result = step(*args)
@@ -246,6 +258,8 @@ def _run_within(bound: _Bound, step: Callable[..., _T], *args: Any) -> _T:
     finally:
         _deadline.reset(token)
     if time.monotonic() >= bound.deadline:
+        if discard is not None:
+            discard(result)
         raise bound.error()
     return result
 

@@ -14,8 +14,10 @@ references re-ran: under `every_step` that guidance ended the previous request; 
 
 The id in the tags of the quoted answers (`moa_graph.quoting.quote_answers`) is derived from
 the answers and a secret of the process, so it too is the same for every call with the same
-answers. A turn resumed in another process (a restart, another worker) gets a new id once:
-its guidance, and the cached prefix from there on, change at that call only.
+answers (which are quoted once, then looked up). A turn resumed in another process (a
+restart, another worker) gets a new id once: its guidance, and the cached prefix from there
+on, change at that call only. Processes that share `$MOA_GRAPH_QUOTING_SECRET`
+(`moa_graph.quoting.QUOTING_SECRET_ENV_VAR`) share the id too.
 
 The guidance text never says how old the advice is. Its place already shows which tool
 calls came after it (as under `per_turn`), and a text that changed at a step that does not
@@ -49,7 +51,8 @@ def render_guidance(
     Only the last layer's answers count. Successful answers are numbered from 1 in preset
     order, each quoted as data in a block whose tags carry an id no answer can know, and cut
     to the preset's `max_reference_chars` (`moa_graph.quoting`); the same answers give the
-    same text within a process. Failed and skipped references are listed on one line (unless
+    same text within a process (and across processes that share
+    `$MOA_GRAPH_QUOTING_SECRET`). Failed and skipped references are listed on one line (unless
     the preset's `degraded_reference_policy` is `silent`); when none answered, the
     aggregator is told to act alone, and when fewer than `min_references` did, that the
     advice is thin.

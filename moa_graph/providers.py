@@ -89,7 +89,7 @@ def default_model_factory(
             `lambda url: openai.DefaultAsyncHttpxClient()` gives its httpx one). See
             `moa_graph.transport`. The default bounds each request by its model's `timeout`
             in total; a client of yours is bounded as its transport does (httpx: per read),
-            unless that transport is wrapped in `moa_graph.transport.BoundedAsyncTransport`.
+            unless that transport is wrapped in `moa_graph.bounds.BoundedAsyncTransport`.
             Sync calls always use moa_graph's bounded client.
     """
     return ProviderTableFactory(

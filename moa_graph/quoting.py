@@ -17,7 +17,9 @@ fillers, reserved invisible code points) and combining marks removed, look-alike
 letters (Cyrillic, Greek, Armenian, Cherokee, Lisu, Coptic, Canadian syllabics, Latin small
 capitals and hooked letters) and of `<`, `>`, `/`, `[`, dashes and colons taken for them,
 and case folded. A match is defused in the original text (its `<` becomes `&lt;`, a header
-or title gets `quoted ` in front), and everything else is left exactly as written.
+or title gets `quoted ` in front), and everything else is left exactly as written. The
+skeleton is made by one `str.translate` over a table of the characters seen; only a text
+with a match pays for mapping it back to the original.
 """
 
 from __future__ import annotations
@@ -25,21 +27,56 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 import secrets
+import threading
 import unicodedata
+import warnings
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Sequence
-from functools import lru_cache
 
 from moa_graph import prompts
 
-__all__ = ["cap_reference", "quote_answers", "quote_reference"]
+__all__ = ["QUOTING_SECRET_ENV_VAR", "cap_reference", "quote_answers", "quote_reference"]
 
-_SECRET = secrets.token_bytes(16)
+QUOTING_SECRET_ENV_VAR = "MOA_GRAPH_QUOTING_SECRET"
+"""A secret shared by the processes of one deployment, so that they quote alike (opt-in).
+
+By default each process draws its own secret: the same answers get another id in another
+process, so a turn whose aggregator steps land on different workers or replicas misses the
+provider's prompt cache from the guidance on, at each such step. Set this variable to one
+secret of at least 32 characters (`python -c "import secrets; print(secrets.token_hex(32))"`)
+in the environment of every process at start; it is read once, at import, and never logged.
+A shorter value is ignored with a warning (each process keeps its own secret); an empty one
+counts as unset."""
+_MIN_SECRET_CHARS = 32
+
+
+def _secret() -> bytes:
+    """The key of the ids: from `QUOTING_SECRET_ENV_VAR` when it is set well, else random."""
+    shared = os.environ.get(QUOTING_SECRET_ENV_VAR, "")
+    if len(shared) >= _MIN_SECRET_CHARS:
+        # Its own key for this use: the ids tell nothing of a secret used elsewhere too. The
+        # environment's bytes, whatever they are (`surrogateescape`, as `os.environ` decodes).
+        key = shared.encode("utf-8", "surrogateescape")
+        return hmac.new(key, b"moa_graph.quoting ids", hashlib.sha256).digest()
+    if shared:
+        warnings.warn(
+            f"${QUOTING_SECRET_ENV_VAR} is ignored: it has fewer than {_MIN_SECRET_CHARS}"
+            " characters; each process quotes with a secret of its own",
+            RuntimeWarning,
+            stacklevel=1,
+        )
+    return secrets.token_bytes(16)
+
+
+_SECRET = _secret()
 """Keys the id of `quote_answers`, so that no answer can compute it in advance. Each process
-draws its own; the guidance is rendered anew for every aggregator call and never stored, so a
-turn resumed in another process only changes its guidance (and the cached prefix from it) once."""
+draws its own unless `QUOTING_SECRET_ENV_VAR` is set; the guidance is rendered anew for every
+aggregator call and never stored, so a turn resumed in a process with another secret only
+changes its guidance (and the cached prefix from it) once."""
 
 _TAG = re.compile(r"<[\s/\\]*reference\b")
 """An opening or closing `reference` tag, in the skeleton."""
@@ -175,9 +212,10 @@ def quote_answers(
 
     Each answer is `quote_reference`d within `limit` into a `prompts.REFERENCE_BLOCK` whose
     tags carry the id. The id is the same whenever the same answers are quoted for the same
-    `purpose` in one process (so a prompt that quotes them stays byte-identical through a
-    turn's tool loop), and no answer can know it: it depends on every answer, itself
-    included, and on a secret of the process.
+    `purpose` in one process, or in processes that share `QUOTING_SECRET_ENV_VAR` (so a
+    prompt that quotes them stays byte-identical through a turn's tool loop), and no answer
+    can know it: it depends on every answer, itself included, and on a secret of the
+    process. Answers quoted again (each step of a tool loop) are looked up, not quoted anew.
 
     Example:
         >>> nonce, (block,) = quote_answers([("p:a", "a < b")], limit=100, purpose="doc")
@@ -186,13 +224,61 @@ def quote_answers(
         a < b
         </reference id="ID">
     """
-    message = json.dumps([purpose, *answers], ensure_ascii=False).encode()
-    nonce = hmac.new(_SECRET, message, hashlib.sha256).hexdigest()[:_ID_CHARS]
-    blocks = [
-        prompts.REFERENCE_BLOCK.format(id=nonce, text=quote_reference(text, limit=limit))
-        for _, text in answers
-    ]
-    return nonce, blocks
+    key = (purpose, tuple((label, text) for label, text in answers), limit, _SECRET)
+    quoted = _recent.get(key)
+    if quoted is None:
+        message = json.dumps([purpose, *answers], ensure_ascii=False).encode()
+        nonce = hmac.new(_SECRET, message, hashlib.sha256).hexdigest()[:_ID_CHARS]
+        blocks = tuple(
+            prompts.REFERENCE_BLOCK.format(id=nonce, text=quote_reference(text, limit=limit))
+            for _, text in answers
+        )
+        quoted = _recent.put(key, (nonce, blocks), sum(len(text) for _, text in answers))
+    nonce, blocks = quoted
+    return nonce, list(blocks)
+
+
+_Quoted = tuple[str, tuple[str, ...]]
+
+
+class _RecentQuotes:
+    """The answers quoted last, and their quotes: an LRU bounded by characters of answers.
+
+    Every aggregator step of a turn quotes the same answers (and every reference of a layer
+    the previous layer's); from the second time on they are looked up. Keys hold the secret,
+    so a new secret quotes anew.
+    """
+
+    def __init__(self, chars: int) -> None:
+        self._entries: OrderedDict[tuple[object, ...], tuple[_Quoted, int]] = OrderedDict()
+        self._chars, self._room = 0, chars
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[object, ...]) -> _Quoted | None:
+        hash(key)  # hashes the texts (once each) outside the lock
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            self._entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple[object, ...], quoted: _Quoted, chars: int) -> _Quoted:
+        if chars > self._room:
+            return quoted
+        with self._lock:
+            if key not in self._entries:
+                self._entries[key] = (quoted, chars)
+                self._chars += chars
+            while self._chars > self._room:
+                _, (_, dropped) = self._entries.popitem(last=False)
+                self._chars -= dropped
+        return quoted
+
+
+_recent = _RecentQuotes(4_000_000)
+"""Some 40 turns of five 20,000-character answers, or hundreds of shorter ones: at most 4
+million characters of answers and as many (and a little more) of quotes."""
 
 
 def _uncut(text: str) -> tuple[str, int]:
@@ -203,14 +289,15 @@ def _uncut(text: str) -> tuple[str, int]:
 
 
 def _defuse(text: str) -> str:
-    skeleton, origin = _skeleton(text)
+    skeleton = text.translate(_FOLDS)
+    if not any(pattern.search(skeleton) for pattern in (_TAG, _HEADER, _TITLE)):
+        return text  # the common case: nothing to defuse, and no index map needed
+    origin = range(len(text)) if text.isascii() else _origin(text)
     edits = {origin[match.start()]: "&lt;" for match in _TAG.finditer(skeleton)}
     for pattern in (_HEADER, _TITLE):
         for match in pattern.finditer(skeleton):
             at = origin[match.start(1)]
             edits.setdefault(at, prompts.QUOTED + text[at])
-    if not edits:
-        return text
     parts, done = [], 0
     for at in sorted(edits):
         parts += [text[done:at], edits[at]]
@@ -219,21 +306,35 @@ def _defuse(text: str) -> str:
     return "".join(parts)
 
 
-def _skeleton(text: str) -> tuple[str, Sequence[int]]:
-    """The text as a reader sees it, and for each of its characters the index it came from."""
-    if text.isascii():
-        return text.translate(_LOOKALIKES).lower(), range(len(text))
-    parts: list[str] = []
+def _origin(text: str) -> list[int]:
+    """For each character of the skeleton of `text`, the index in `text` it came from."""
     origin: list[int] = []
     for index, char in enumerate(text):
-        if folded := _fold(char):
-            parts.append(folded)
-            origin += [index] * len(folded)
-    return "".join(parts), origin
+        origin += [index] * len(_FOLDS[ord(char)])
+    return origin
 
 
-@lru_cache(maxsize=4096)
+class _Folds(dict[int, str]):
+    """`_fold` of each code point seen, as a `str.translate` table: the text to skeleton.
+
+    `str.translate` makes the skeleton in C; a loop over the characters took some 20 ms for
+    five answers of 20,000 non-ASCII characters. Kept to `_FOLDS_KEPT` code points (cleared
+    when full), so that a text of every code point in turn does not grow it for good.
+    """
+
+    def __missing__(self, code: int) -> str:
+        if len(self) >= _FOLDS_KEPT:
+            self.clear()
+        folded = self[code] = _fold(chr(code))
+        return folded
+
+
+_FOLDS_KEPT = 1 << 16
+_FOLDS = _Folds()
+
+
 def _fold(char: str) -> str:
+    """One character as a reader sees it (ASCII ones too: each folds to one character)."""
     decomposed = unicodedata.normalize("NFKD", char.translate(_LOOKALIKES)).casefold()
     # Case folding can add a combining mark (`İ` is `i` and a dot above).
     decomposed = unicodedata.normalize("NFKD", decomposed)

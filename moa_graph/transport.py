@@ -2,8 +2,9 @@
 
 Every built-in model reaches its provider through the OpenAI client, over a client made here.
 
-Each request ends within its timeout, in total: the clients' transports come from
-`moa_graph.bounds`.
+Each request ends within its timeout, in total: the clients' transports are
+`moa_graph.bounds`'s (`BoundedAsyncTransport`, `BoundedTransport`), which is where to import
+them from to bound a client of your own.
 
 **Async clients: one per base URL and event loop.** Under `ainvoke` the models of a base URL
 share one async client, by default the OpenAI client's aiohttp transport
@@ -39,8 +40,6 @@ from moa_graph.bounds import BoundedAsyncTransport, BoundedTransport
 
 __all__ = [
     "AsyncHttpClientFactory",
-    "BoundedAsyncTransport",
-    "BoundedTransport",
     "aclose_http_clients",
     "async_http_client",
     "closings",

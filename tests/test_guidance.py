@@ -1,11 +1,12 @@
 """The guidance the aggregator reads: labels, order, answers quoted as data, and where it goes."""
 
 import re
+import uuid
 
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage, ToolMessage
 
-from moa_graph import ModelSpec, Preset
+from moa_graph import ModelSpec, Preset, quoting
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.prompts import GUIDANCE_TITLE
 from moa_graph.quoting import quote_reference
@@ -70,6 +71,25 @@ def test_the_header_names_the_blocks_id_and_says_only_it_delimits_an_answer():
 def test_the_guidance_is_byte_identical_each_time_it_is_rendered_for_the_same_answers():
     answers = [_ok(0, "first"), _ok(2, "third </reference> x")]
     assert render_guidance(PRESET, answers) == render_guidance(PRESET, [dict(a) for a in answers])
+
+
+def test_answers_are_quoted_once_for_all_the_steps_that_render_them(monkeypatch):
+    quoted: list[str] = []
+    real = quoting.quote_reference
+
+    def counting(text: str, **options) -> str:
+        quoted.append(text)
+        return real(text, **options)
+
+    monkeypatch.setattr(quoting, "quote_reference", counting)
+    answers = [_ok(0, f"first {uuid.uuid4()}"), _ok(1, "second </reference> x")]
+    first = render_guidance(PRESET, answers)
+    for _ in range(3):  # the aggregator steps of a tool loop, each reading the state anew
+        again = [{**a, "text": a["text"].encode().decode()} for a in answers]  # equal, not same
+        assert render_guidance(PRESET, again) == first
+    assert quoted == [answers[0]["text"], answers[1]["text"]]
+    render_guidance(PRESET, [answers[0], {**answers[1], "text": "edited"}])
+    assert quoted[2:] == [answers[0]["text"], "edited"]  # other answers: quoted anew
 
 
 def test_quoting_leaves_ordinary_text_exactly_as_written():

@@ -9,11 +9,13 @@ import textwrap
 import time
 import weakref
 
+import httpx2
 import openai
 import pytest
 from langchain_core.messages import HumanMessage
 
-from moa_graph import ProviderSpec, aclose_http_clients, build_moa_graph
+from moa_graph import ProviderSpec, aclose_http_clients, bounds, build_moa_graph, transport
+from moa_graph.bounds import BoundedAsyncTransport, BoundedTransport
 from moa_graph.providers import default_model_factory
 from moa_graph.transport import async_http_client, sync_http_client
 
@@ -152,6 +154,15 @@ def test_finished_event_loops_are_not_kept_alive(stub):
     assert [loop() is None for loop in loops[:2]] == [True, True]
 
 
+def test_the_bounded_transports_are_public_in_moa_graph_bounds_alone():
+    names = {"BoundedAsyncTransport", "BoundedTransport"}
+    assert names <= set(bounds.__all__)
+    assert not names & set(transport.__all__)
+    assert "`moa_graph.bounds.BoundedAsyncTransport`" in " ".join(
+        default_model_factory.__doc__.split()
+    )
+
+
 def test_sync_models_share_one_bounded_client_per_base_url(stub):
     graph = build_moa_graph("demo", config=_config(stub.url)).compile()
     graph.invoke(QUESTION)
@@ -190,3 +201,62 @@ async def test_an_answer_still_arriving_at_the_deadline_is_cut(stub):
         )
     assert 0.5 <= time.monotonic() - started < 1.0
     assert "timeout of 0.5 s" in str(info.value.__cause__)
+
+
+# --- a late response, through a fake inner transport (the behaviour is the wrapper's) --------
+
+BUDGET = 0.05
+"""The request's timeout; the fake transports answer after twice as long."""
+
+
+class _Body(httpx2.SyncByteStream, httpx2.AsyncByteStream):
+    """A response body that records whether it was closed (the connection back in its pool)."""
+
+    closed = False
+
+    def __iter__(self):
+        yield b"{}"
+
+    async def __aiter__(self):
+        yield b"{}"
+
+    def close(self) -> None:
+        self.closed = True
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+class _LateTransport(httpx2.BaseTransport, httpx2.AsyncBaseTransport):
+    """Sends nothing: its headers come in after the request's timeout, blocking till then."""
+
+    def __init__(self) -> None:
+        self.body = _Body()
+
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
+        time.sleep(2 * BUDGET)
+        return httpx2.Response(200, stream=self.body)
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        return self.handle_request(request)  # blocks the loop: its timer cannot cut it
+
+
+def _request() -> httpx2.Request:
+    timeouts = dict.fromkeys(("connect", "read", "write", "pool"), BUDGET)
+    return httpx2.Request("POST", "http://stub.invalid/v1", extensions={"timeout": timeouts})
+
+
+def test_a_sync_response_whose_headers_come_late_is_closed_not_dropped():
+    inner = _LateTransport()
+    with pytest.raises(httpx2.TimeoutException, match=r"timeout of 0\.05 s"):
+        BoundedTransport(inner).handle_request(_request())
+    assert inner.body.closed
+
+
+async def test_an_async_response_whose_headers_come_late_is_kept_not_dropped():
+    # The async bound cuts a step only while it waits: a step that returned is returned.
+    inner = _LateTransport()
+    response = await BoundedAsyncTransport(inner).handle_async_request(_request())
+    assert response.status_code == 200 and not inner.body.closed
+    await response.aclose()
+    assert inner.body.closed
