@@ -23,6 +23,7 @@ from moa_graph.errors import (
     ThreadBusyError,
 )
 from moa_graph.graph import build_moa_graph, build_studio_graph
+from moa_graph.middleware import MoAMiddleware
 from moa_graph.providers import warm_up
 from moa_graph.state import MoAState, ReferenceAnswer
 from moa_graph.transport import aclose_http_clients
@@ -35,6 +36,7 @@ __all__ = [
     "MoAChatModel",
     "MoAConfig",
     "MoAContext",
+    "MoAMiddleware",
     "MoAState",
     "MoAToolLoopError",
     "ModelSpec",

@@ -10,7 +10,6 @@ chosen per run.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any, Literal
 
 from langchain_core.language_models import LanguageModelInput
@@ -18,7 +17,6 @@ from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.types import Command, Send
 
-from moa_graph.config import Preset
 from moa_graph.events import emit
 from moa_graph.failures import aggregator_error, aggregator_failures
 from moa_graph.guidance import aggregator_input, render_guidance
@@ -33,14 +31,18 @@ from moa_graph.references import (
 )
 from moa_graph.resolvers import PresetResolver
 from moa_graph.state import MoAState, ReferenceTask
-from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
+    aggregator_event,
     aggregator_step,
     answering_model,
     check_tool_budget,
+    fanout_due,
+    guidance_step,
+    reference_view,
     tool_budget_note,
     tool_rounds,
     tools_spent,
+    turn_marker,
     turn_start,
 )
 from moa_graph.usage import call_usage
@@ -149,10 +151,9 @@ def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
     at = turn_start(messages)
     step = aggregator_step(messages, at)
     preset = models.preset
-    turn = messages[at].id or f"#{at}"
+    turn = turn_marker(messages, at)
     fresh = state.get("reference_turn") != turn
-    interval = preset.fanout_interval
-    if not fresh and (interval is None or (step - 1) % interval):
+    if not fanout_due(preset, fresh=fresh, step=step):
         return Command(goto="aggregator")
     update: dict[str, Any] = {
         "references": [],
@@ -164,19 +165,10 @@ def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
     }
     if fresh:
         update["usage"] = None  # usage covers the whole turn, re-runs included
-    tasks = layer_tasks(models, _view(messages, preset))
+    tasks = layer_tasks(models, reference_view(messages, preset))
     if not tasks:
         return Command(update=update, goto="aggregator")
     return Command(update=update, goto=[Send("reference", task) for task in tasks])
-
-
-def _view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
-    # Under a re-running schedule references see the turn's tool activity; per turn, the core view.
-    return reference_messages(
-        messages,
-        tool_activity=preset.fanout_interval is not None,
-        tool_result_budget=preset.reference_tool_result_budget,
-    )
 
 
 def _last_layer(state: MoAState) -> bool:
@@ -194,7 +186,7 @@ def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["
     previous = answered(current, state.get("reference_raw"))
     if layer >= models.preset.layers or not previous:
         return "aggregator"
-    view = _view(state["messages"], models.preset)
+    view = reference_view(state["messages"], models.preset)
     tasks = layer_tasks(models, view, layer=layer + 1, previous=previous)
     return [Send("reference", task) for task in tasks]
 
@@ -215,23 +207,11 @@ def _aggregator_call(
 
 def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMessage]:
     references = state.get("references") or []
-    last = max((ref.get("layer", 1) for ref in references), default=1)
-    emit(
-        {
-            "type": "moa_aggregator",
-            "label": models.preset.aggregator.label,
-            "status": "running",
-            "references_ok": sum(
-                r["status"] == "ok" and r.get("layer", 1) == last for r in references
-            ),
-        }
-    )
+    emit(aggregator_event(models.preset.aggregator.label, references))
     if not enabled_slots(models):
         return list(state["messages"])
     guidance = render_guidance(models.preset, references, raw=state.get("reference_raw"))
-    # Per turn the guidance stays after the human message; a re-running schedule puts it
-    # where its references ran, so the steps in between only extend the cached prefix.
-    step = state.get("reference_step", 1) if models.preset.fanout_interval is not None else 1
+    step = guidance_step(models.preset, state.get("reference_step", 1))
     return aggregator_input(state["messages"], guidance, step=step)
 
 

@@ -5,6 +5,10 @@ answers the human message, and each tool round (an assistant turn with tool call
 results) adds one. The graph's nodes and `MoAChatModel` ask these functions, so the two
 front-ends count steps and spend the tool budget the same way.
 
+Whether references are due before a step (`fanout_due`), what they see (`reference_view`)
+and where their guidance goes (`guidance_step`) are decided here too, for the graph's nodes
+and `MoAMiddleware` (`MoAChatModel` still keys its advice cache by its own schedule buckets).
+
 The tool budget (`Preset.max_tool_rounds`) counts tool rounds: assistant messages of the
 turn that call tools. Once it is spent, the aggregator (when it has tools) is asked once
 more with its tools still described but `tool_choice="none"` and a note to answer now, so a
@@ -25,15 +29,22 @@ from langchain_core.runnables import Runnable
 from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.errors import MoAToolLoopError
-from moa_graph.trimming import last_human_index
+from moa_graph.events import AggregatorEvent
+from moa_graph.state import ReferenceAnswer
+from moa_graph.trimming import last_human_index, reference_messages
 
 __all__ = [
+    "aggregator_event",
     "aggregator_step",
     "answering_model",
     "check_tool_budget",
+    "fanout_due",
+    "guidance_step",
+    "reference_view",
     "tool_budget_note",
     "tool_rounds",
     "tools_spent",
+    "turn_marker",
     "turn_start",
 ]
 
@@ -62,6 +73,53 @@ def aggregator_step(messages: Sequence[BaseMessage], turn_at: int | None = None)
     """
     at = turn_start(messages) if turn_at is None else turn_at
     return 1 + sum(message.type == "ai" for message in messages[at + 1 :])
+
+
+def turn_marker(messages: Sequence[BaseMessage], turn_at: int) -> str:
+    """What marks the turn as having had its references: its human message's id (or index)."""
+    return messages[turn_at].id or f"#{turn_at}"
+
+
+def fanout_due(preset: Preset, *, fresh: bool, step: int) -> bool:
+    """Whether references run before aggregator step `step`.
+
+    Always at a new turn (`fresh`); within a turn only under a re-running schedule, at
+    steps 1, 1+N, 1+2N, ... (`every_step` is N = 1).
+    """
+    interval = preset.fanout_interval
+    return fresh or (interval is not None and (step - 1) % interval == 0)
+
+
+def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
+    """The trimmed view the references see; with the turn's tool activity when they re-run."""
+    return reference_messages(
+        messages,
+        tool_activity=preset.fanout_interval is not None,
+        tool_result_budget=preset.reference_tool_result_budget,
+    )
+
+
+def guidance_step(preset: Preset, reference_step: int) -> int:
+    """The step whose input the guidance joins (`aggregator_input(step=...)`).
+
+    Per turn the guidance stays after the human message (step 1), even for a turn picked up
+    mid-way; a re-running schedule puts it where its references ran, so the steps in between
+    only extend the cached prefix.
+    """
+    return reference_step if preset.fanout_interval is not None else 1
+
+
+def aggregator_event(label: str, references: Sequence[ReferenceAnswer]) -> AggregatorEvent:
+    """The `moa_aggregator` event of a step: how many of the last layer's references answered."""
+    last = max((ref.get("layer", 1) for ref in references), default=1)
+    return {
+        "type": "moa_aggregator",
+        "label": label,
+        "status": "running",
+        "references_ok": sum(
+            ref["status"] == "ok" and ref.get("layer", 1) == last for ref in references
+        ),
+    }
 
 
 def tool_rounds(messages: Sequence[BaseMessage], turn_at: int | None = None) -> int:

@@ -1,0 +1,262 @@
+"""`MoAMiddleware`: a MoA preset's references as middleware for `langchain.agents.create_agent`.
+
+The agent's own model is the acting model (the aggregator). Before a model call the
+middleware runs the preset's references when the turn's schedule says so and keeps their
+answers in the agent's state; around the call it hands the model the guidance, never
+writing it into `messages`:
+
+    create_agent loop:  ... -> MoAMiddleware.before_model -> model -> tools -> ...
+    before_model:       a fan-out due?  run the panel (every layer) -> state `references`, `usage`
+    wrap_model_call:    the guidance after the turn's human message -> handler(request)
+
+Why the two hooks: `before_model` is a graph node of its own, so what it writes is
+checkpointed before the model is called, with the agent's thread: a model call that fails
+and is resumed, or the next step of the same turn, finds the references done and does not
+pay for them again. `wrap_model_call` only shapes the one request (`request.override`): the
+guidance is ephemeral, so the conversation's prefix stays byte-identical through the tool
+loop, as in the graph. What is decided (is a fan-out due, what references see, where the
+guidance goes, the tool budget) comes from `moa_graph.turn`, as for the graph's nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any, NotRequired, cast
+
+from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
+from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
+from langchain_core.runnables.config import ensure_config, merge_configs, var_child_runnable_config
+from langgraph.runtime import Runtime
+from langgraph.types import Command, Overwrite
+
+from moa_graph.config import ModelSpec, Preset
+from moa_graph.events import emit
+from moa_graph.graph import ConfigSource, resolve_preset
+from moa_graph.guidance import aggregator_input, render_guidance
+from moa_graph.models import PresetModels, aggregator_config
+from moa_graph.providers import ModelFactory
+from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
+from moa_graph.state import ReferenceAnswer
+from moa_graph.turn import (
+    aggregator_event,
+    aggregator_step,
+    check_tool_budget,
+    fanout_due,
+    guidance_step,
+    reference_view,
+    tool_budget_note,
+    tool_rounds,
+    tools_spent,
+    turn_marker,
+    turn_start,
+)
+from moa_graph.usage import Usage, add_usage, call_usage
+
+__all__ = ["MoAAgentState", "MoAMiddleware"]
+
+
+class MoAAgentState(AgentState[Any]):
+    """What `MoAMiddleware` adds to the agent's state (checkpointed with its thread)."""
+
+    references: NotRequired[list[ReferenceAnswer]]
+    """This turn's reference answers in preset order (every layer); reset at each new turn."""
+    usage: NotRequired[Annotated[Usage, add_usage]]
+    """This turn's token usage: the references and the agent's model, per model and in total."""
+    reference_turn: NotRequired[Annotated[str | None, PrivateStateAttr]]
+    """Id of the human message whose references already ran: the once-per-turn marker."""
+    reference_step: NotRequired[Annotated[int, PrivateStateAttr]]
+    """The model step (1-based, within the turn) the current references were made for."""
+    reference_raw: NotRequired[Annotated[dict[str, str], PrivateStateAttr]]
+    """With `privacy_filter: display`: the unredacted texts the model reads, by
+    `"<layer>:<index>"`; `references` holds what people see."""
+
+
+class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
+    """A MoA preset's references for an agent whose own model acts on their advice.
+
+    The references run on the trimmed view of the conversation once per user turn (or as
+    the preset's `fanout` schedules them), with the preset's `layers`, `samples`,
+    deadlines, `max_reference_chars`, privacy filter, `degraded_reference_policy` and
+    `min_references`; the agent's model gets their guidance in its request, right after
+    the turn's human message, and is held to the preset's `max_tool_rounds`.
+
+    The preset's `aggregator` entry is not used: the agent's model is the aggregator. The
+    guidance, the `moa_aggregator` events, the run name (`moa_aggregator:<label>`) and
+    `usage` name that model by its LangSmith provider and model name (`openai:gpt-5.5`);
+    prices on the preset's `aggregator` do not apply to it.
+
+    Args:
+        preset: A `Preset`, or the name of one in `config`.
+        config: Where a preset name is looked up and extra providers come from: a
+            `MoAConfig` or anything `load_config` takes (None: discovery).
+        model_factory: Builds the reference models from their `ModelSpec`s, replacing
+            the built-in provider table.
+
+    Example:
+        >>> from langchain.agents import create_agent  # doctest: +SKIP
+        >>> agent = create_agent(
+        ...     "openai:gpt-5.5", tools=[calculator],
+        ...     middleware=[MoAMiddleware(preset="review", config="moa.yaml")],
+        ... )
+        >>> agent.invoke({"messages": [("user", "What is 17 * 23?")]})  # doctest: +SKIP
+    """
+
+    state_schema = MoAAgentState
+
+    def __init__(
+        self,
+        preset: Preset | str,
+        *,
+        config: ConfigSource = None,
+        model_factory: ModelFactory | None = None,
+    ) -> None:
+        super().__init__()
+        resolved, loaded = resolve_preset(preset, config)
+        self.models = PresetModels.for_preset(
+            resolved,
+            providers=loaded.providers if loaded else None,
+            model_factory=model_factory,
+        )
+        """The preset's reference models (its aggregator is never built)."""
+
+    @property
+    def preset(self) -> Preset:
+        """The preset whose references run."""
+        return self.models.preset
+
+    def before_model(self, state: MoAAgentState, runtime: Runtime[Any]) -> dict[str, Any] | None:
+        """Run the references (sync) when a fan-out is due; record them in the state."""
+        fan_out = _FanOut.due(self.models, state)
+        if fan_out is None:
+            return None
+        return fan_out.update(call_panel(self.models, fan_out.view) if fan_out.view else None)
+
+    async def abefore_model(
+        self, state: MoAAgentState, runtime: Runtime[Any]
+    ) -> dict[str, Any] | None:
+        """Run the references (async) when a fan-out is due; record them in the state."""
+        fan_out = _FanOut.due(self.models, state)
+        if fan_out is None:
+            return None
+        view = fan_out.view
+        return fan_out.update(await acall_panel(self.models, view) if view else None)
+
+    def wrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
+    ) -> ExtendedModelResponse[Any]:
+        """Call the agent's model (sync) with the guidance in its request."""
+        step = _Step(self.models, request)
+        with step.traced():
+            return step.finish(handler(step.request))
+
+    async def awrap_model_call(
+        self,
+        request: ModelRequest[Any],
+        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
+    ) -> ExtendedModelResponse[Any]:
+        """Call the agent's model (async) with the guidance in its request."""
+        step = _Step(self.models, request)
+        with step.traced():
+            return step.finish(await handler(step.request))
+
+
+@dataclass
+class _FanOut:
+    """A fan-out the turn's schedule calls for before this model step."""
+
+    fresh: bool
+    """The turn's first: its `references` and `usage` start afresh."""
+    turn: str
+    step: int
+    view: list[BaseMessage]
+    """What the references see (empty: a disabled preset, nothing runs)."""
+
+    @classmethod
+    def due(cls, models: PresetModels, state: MoAAgentState) -> _FanOut | None:
+        """The fan-out due before the step the state is at, or None."""
+        messages = state["messages"]
+        at = turn_start(messages)
+        step = aggregator_step(messages, at)
+        turn = turn_marker(messages, at)
+        fresh = state.get("reference_turn") != turn
+        if not fanout_due(models.preset, fresh=fresh, step=step):
+            return None
+        view = reference_view(messages, models.preset) if enabled_slots(models) else []
+        return cls(fresh, turn, step, view)
+
+    def update(self, advice: Advice | None) -> dict[str, Any]:
+        """The state update recording this fan-out and what the panel answered."""
+        advice = advice or Advice()
+        update: dict[str, Any] = {
+            "references": advice.answers,
+            "reference_raw": advice.raw,
+            "reference_turn": self.turn,
+            "reference_step": self.step,
+        }
+        if self.fresh:  # usage covers the whole turn, re-runs included
+            update["usage"] = Overwrite(advice.usage or add_usage(None, None))
+        elif advice.usage is not None:
+            update["usage"] = advice.usage
+        return update
+
+
+class _Step:
+    """One call of the agent's model: its request with the guidance, its run, its usage."""
+
+    def __init__(self, models: PresetModels, request: ModelRequest[Any]) -> None:
+        preset, state = models.preset, cast(MoAAgentState, request.state)
+        references = state.get("references") or []
+        # The agent's model takes the aggregator's place, in the guidance as elsewhere.
+        self.preset = preset.model_copy(update={"aggregator": _acting_spec(request.model)})
+        self.rounds = tool_rounds(state["messages"])
+        emit(aggregator_event(self.preset.aggregator.label, references))
+        messages: list[AnyMessage] = list(request.messages)
+        if enabled_slots(models):
+            guidance = render_guidance(self.preset, references, raw=state.get("reference_raw"))
+            step = guidance_step(preset, state.get("reference_step", 1))
+            messages = cast("list[AnyMessage]", aggregator_input(messages, guidance, step=step))
+        # The caller's own tool choice or structured output names its tools: theirs to bound.
+        self.bounded = request.tool_choice in (None, "auto") and request.response_format is None
+        if self.bounded and request.tools and tools_spent(preset, self.rounds):
+            note = tool_budget_note(preset)
+            self.request = request.override(messages=[*messages, note], tool_choice="none")
+        else:
+            self.request = request.override(messages=messages)
+
+    @contextmanager
+    def traced(self) -> Iterator[None]:
+        """Run the model call under the aggregator's run name, tags and metadata."""
+        config = merge_configs(ensure_config(), aggregator_config(self.preset.aggregator))
+        token = var_child_runnable_config.set(config)
+        try:
+            yield
+        finally:
+            var_child_runnable_config.reset(token)
+
+    def finish(self, response: ModelResponse[Any]) -> ExtendedModelResponse[Any]:
+        """Hold the reply to the tool budget and add its usage to the turn's."""
+        reply = _reply(response.result)
+        if self.bounded:
+            check_tool_budget(self.preset, self.rounds, reply)
+        usage = call_usage("aggregator", self.preset.aggregator, reply)
+        return ExtendedModelResponse(response, Command(update={"usage": usage}))
+
+
+def _acting_spec(model: BaseChatModel) -> ModelSpec:
+    """The agent's model as a `ModelSpec`, named as LangSmith names it."""
+    params = model._get_ls_params()
+    return ModelSpec(
+        provider=params.get("ls_provider") or model._llm_type,
+        model=params.get("ls_model_name") or type(model).__name__,
+    )
+
+
+def _reply(messages: Sequence[BaseMessage]) -> AIMessage:
+    """The model's reply among the messages of a response (structured output adds a tool one)."""
+    return next(m for m in messages if isinstance(m, AIMessage))
