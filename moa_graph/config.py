@@ -35,7 +35,7 @@ from pydantic import (
     model_validator,
 )
 
-from moa_graph.errors import ConfigError
+from moa_graph.errors import ConfigError, _one_line
 from moa_graph.tools import import_tool
 
 __all__ = [
@@ -445,11 +445,6 @@ _ConfigLoader.yaml_implicit_resolvers = {
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _ConfigLoader.construct_yaml_int)
-
-
-def _one_line(message: str) -> str:
-    """`message` on one line: a key or an imported module's error may hold line breaks."""
-    return " ".join(message.splitlines())
 
 
 def _validate(data: Any, *, where: str | None) -> MoAConfig:

@@ -108,8 +108,17 @@ class ThreadBusyError(RuntimeError):
 class CheckpointStoreError(RuntimeError):
     """The checkpoint store failed mid-run, after one retry on a fresh connection.
 
-    Raised by the PostgreSQL savers `open_checkpointer` opens (in place of psycopg's
-    `OperationalError`) when the server stayed unreachable for the whole connect timeout.
-    One line, no password. Run with `durability="sync"` to stop at the failed write, so
-    that nothing after it is paid for; the thread resumes from its last stored step.
+    Raised by the PostgreSQL savers `open_checkpointer` opens in place of any psycopg error:
+    the server stayed unreachable for the whole connect timeout, did not answer a call in
+    time, or refused it (e.g. a read-only server during a failover). One line, no password.
+    Run with `durability="sync"` to stop at the failed write, so that nothing after it is
+    paid for; the thread resumes from its last stored step.
     """
+
+
+def _one_line(text: str) -> str:
+    """`text` on one line, fit for an error message.
+
+    A key, a path or a server's or imported module's message may hold line breaks.
+    """
+    return " ".join(text.split())

@@ -42,7 +42,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from moa_graph.errors import CheckpointStoreError, ConfigError, ThreadBusyError
+from moa_graph.errors import CheckpointStoreError, ConfigError, ThreadBusyError, _one_line
 
 __all__ = [
     "CHECKPOINT_URL_ENV_VAR",
@@ -187,11 +187,19 @@ def thread_lock(
     """Keep a thread to one runner: while held, `thread_lock` on it anywhere raises at once.
 
     Take it around a run (or a resume) so that two workers never pay for the same turn.
+    Both are released on exit and by the OS or server if the process dies. It blocks only
+    to connect, so it is fine around `await`s as well.
+
     PostgreSQL: a session advisory lock (`pg_try_advisory_lock`) on a key derived from the
-    thread id, on a connection of its own held until exit. SQLite: `flock` on a file per
-    thread in `.<database name>.locks/` beside the database (POSIX only). Both are released
-    on exit and by the OS or server if the process dies; a PostgreSQL restart releases
-    them too. It blocks only to connect, so it is fine around `await`s as well.
+    thread id, on a connection of its own held until exit. A thread of the lock's own
+    watches that session: when it ends (a server restart, `pg_terminate_backend`, a
+    dropped connection) it reconnects and takes the lock again. Each checkpoint write the
+    savers of `open_checkpointer(url)` make for a held thread first checks the lock (no
+    round trip) and, if another runner took the thread in between, raises
+    `ThreadBusyError` instead of writing, before anything more is paid for.
+
+    SQLite: `flock` on a file per thread in `.<database name>.locks/` beside the database
+    (symlinks resolved; POSIX only). The lock files stay, one small empty file per thread.
 
     Example:
         >>> with thread_lock("0f3c2a9d41e8b7c6", "postgresql://moa@db/moa"):  # doctest: +SKIP
@@ -206,14 +214,19 @@ def thread_lock(
         ThreadBusyError: Another runner holds the thread.
         ConfigError: The store cannot be reached (as for `open_checkpointer`).
     """
-    digest = hashlib.blake2b(thread_id.encode(), digest_size=8, person=b"moa-lock").digest()
     if url is not None and _is_postgres(url):
-        key = int.from_bytes(digest, "big", signed=True)  # pg_try_advisory_lock(bigint)
-        with _postgres().thread_lock(url, key, thread_id):
+        with _postgres().thread_lock(url, thread_id):
             yield
     else:
-        with _sqlite_thread_lock(_sqlite_file(url, path), digest.hex(), thread_id):
+        with _sqlite_thread_lock(
+            _sqlite_file(url, path), thread_digest(thread_id).hex(), thread_id
+        ):
             yield
+
+
+def thread_digest(thread_id: str) -> bytes:
+    """The 8 bytes a thread's lock is named by (a file name, a PostgreSQL bigint key)."""
+    return hashlib.blake2b(thread_id.encode(), digest_size=8, person=b"moa-lock").digest()
 
 
 async def list_threads(
@@ -254,10 +267,6 @@ def _sqlite_file(url: str | None, path: Path | None) -> Path:
     )
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
 # --- SQLite ----------------------------------------------------------------------------------
 
 
@@ -279,7 +288,9 @@ def _create_sqlite_file(file: Path) -> None:
 def _sqlite_thread_lock(file: Path, key: str, thread_id: str) -> Iterator[None]:
     import fcntl
 
-    lock_file = file.with_name(f".{file.name}.locks") / f"{key}.lock"
+    # The real path: a database reached through a symlink and by its own path is one database.
+    real = file.expanduser().resolve()
+    lock_file = real.with_name(f".{real.name}.locks") / f"{key}.lock"
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666)

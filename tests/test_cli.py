@@ -12,6 +12,8 @@ import urllib.request
 
 import pytest
 
+from tests.workers.stub import StubProcess
+
 CONFIG = """\
 moa:
   default_preset: review
@@ -287,20 +289,33 @@ def _stub_config(stub, tmp_path, **aggregator) -> str:
     return str(config)
 
 
-def test_a_second_run_on_a_busy_thread_is_one_line_and_pays_for_nothing(store, stub, tmp_path):
-    stub.configure({"beta": {"latency": 4}})
-    run = ("run", "--json", "--config", _stub_config(stub, tmp_path))
-    run += ("--checkpoint-url", store.url, "--thread", "t-busy")
-    both = [_cli_started(*run, "Name a river."), _cli_started(*run, "Name a river.")]
-    deadline = time.monotonic() + 60
-    while all(p.poll() is None for p in both):  # the one that lost the thread leaves at once
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    (loser,) = [p for p in both if p.poll() is not None]
-    (winner,) = [p for p in both if p is not loser]
-    resume = _cli(*run, "--resume")  # while the winner still runs
-    assert winner.poll() is None, "the turn ended before the second runs were refused"
-    winner_out, winner_err = winner.communicate(timeout=60)
+def test_a_second_run_on_a_busy_thread_is_one_line_and_pays_for_nothing(store, tmp_path):
+    # beta's answer waits while the stand-in is frozen: the winner is mid-turn for as long
+    # as the refused runs take to start, however loaded the machine.
+    stand_in = StubProcess({"beta": {"latency": 1}})
+    try:
+        run = ("run", "--json", "--config", _stub_config(stand_in, tmp_path))
+        run += ("--checkpoint-url", store.url, "--thread", "t-busy")
+        both = [_cli_started(*run, "Name a river."), _cli_started(*run, "Name a river.")]
+        deadline = time.monotonic() + 60
+        while stand_in.stats().get("beta") != 1:  # the winner holds the thread
+            assert time.monotonic() < deadline and any(p.poll() is None for p in both)
+            time.sleep(0.05)
+        stand_in.freeze()
+        try:
+            while all(p.poll() is None for p in both):  # the loser leaves at once
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            (loser,) = [p for p in both if p.poll() is not None]
+            (winner,) = [p for p in both if p is not loser]
+            resume = _cli(*run, "--resume")
+            assert winner.poll() is None, "the turn ended before the second runs were refused"
+        finally:
+            stand_in.thaw()
+        winner_out, winner_err = winner.communicate(timeout=60)
+        stats = stand_in.stats()
+    finally:
+        stand_in.stop()
 
     for refused in (
         subprocess.CompletedProcess([], loser.returncode, "", loser.stderr.read()),
@@ -312,7 +327,7 @@ def test_a_second_run_on_a_busy_thread_is_one_line_and_pays_for_nothing(store, s
         assert refused.returncode == 75
     assert winner.returncode == 0, winner_err
     assert "weighing 2 reference answers" in json.loads(winner_out)["answer"]
-    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+    assert stats == {"alpha": 1, "beta": 1, "boss": 1}
 
 
 def test_a_new_question_after_an_unfinished_turn_is_refused_with_the_resume_hint(

@@ -27,10 +27,10 @@ import psycopg
 import pytest
 from langchain_core.messages import HumanMessage
 from langchain_core.runnables import RunnableConfig
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.checkpoint.base import BaseCheckpointSaver, empty_checkpoint
 from langgraph.checkpoint.memory import InMemorySaver
 
-from moa_graph import ConfigError, build_moa_graph
+from moa_graph import CheckpointStoreError, ConfigError, build_moa_graph
 from moa_graph.persistence import (
     CHECKPOINT_URL_ENV_VAR,
     ThreadBusyError,
@@ -46,6 +46,7 @@ from moa_graph.persistence import (
 from moa_graph.testing import StubServer
 from tests.conftest import Store
 from tests.workers import pgserver
+from tests.workers.stub import StubProcess
 from tests.workers.turn import stub_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,11 @@ SECRET = "sk-persist-SENTINEL-7f3a9c"
 
 def _thread(thread_id: str) -> RunnableConfig:
     return {"configurable": {"thread_id": thread_id}}
+
+
+def _root(thread_id: str) -> RunnableConfig:
+    """The thread's root namespace, as a saver's writes take it."""
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
 
 
 def _turn(text: str) -> dict[str, Any]:
@@ -369,28 +375,59 @@ def test_a_held_thread_refuses_a_second_holder_until_released(store: Store):
     assert info.value.thread_id == "t-held" and "thread t-held is busy" in str(info.value)
 
 
-def test_a_thread_lock_dies_with_its_process(store: Store):
+def _lock_holder(
+    url: str, thread_id: str, *, write_on_input: bool = False
+) -> subprocess.Popen[str]:
+    """A process holding `thread_lock(thread_id, url)`; it prints `held` once it does.
+
+    With `write_on_input`, each line it reads makes it write a checkpoint to the thread and
+    print `wrote`, or the error's type and message.
+    """
+    if write_on_input:
+        body = (
+            "    with open_sync_checkpointer(URL) as saver:\n"
+            "        print('held', flush=True)\n"
+            "        for _ in sys.stdin:\n"
+            "            config = {'configurable': {'thread_id': THREAD, 'checkpoint_ns': ''}}\n"
+            "            try:\n"
+            "                saver.put(config, empty_checkpoint(), {}, {})\n"
+            "                print('wrote', flush=True)\n"
+            "            except Exception as exc:\n"
+            "                print(f'{type(exc).__name__}: {exc}', flush=True)\n"
+        )
+    else:
+        body = "    print('held', flush=True)\n    time.sleep(120)\n"
+    script = (
+        "import sys, time\n"
+        "from langgraph.checkpoint.base import empty_checkpoint\n"
+        "from moa_graph.persistence import open_sync_checkpointer, thread_lock\n"
+        f"URL, THREAD = {url!r}, {thread_id!r}\n"
+        "with thread_lock(THREAD, URL):\n" + body
+    )
     holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time\n"
-            "from moa_graph.persistence import thread_lock\n"
-            f"with thread_lock('t-dies', {store.url!r}):\n"
-            "    print('held', flush=True)\n"
-            "    time.sleep(60)\n",
-        ],
+        [sys.executable, "-c", script],
         cwd=ROOT,
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    return holder
+
+
+def _ended(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def test_a_thread_lock_dies_with_its_process(store: Store):
+    holder = _lock_holder(store.url, "t-dies")
     try:
-        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         with pytest.raises(ThreadBusyError), thread_lock("t-dies", store.url):
             pass
     finally:
-        holder.kill()
-        holder.wait()
+        _ended(holder)
     deadline = time.monotonic() + 10  # the server notices the closed socket
     while True:
         try:
@@ -399,6 +436,20 @@ def test_a_thread_lock_dies_with_its_process(store: Store):
         except ThreadBusyError:
             assert time.monotonic() < deadline, "the lock outlived its process"
             time.sleep(0.1)
+
+
+def test_a_sqlite_thread_lock_holds_through_a_symlink_to_the_database(tmp_path: Path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "linked").symlink_to(real, target_is_directory=True)
+    (real / "db.sqlite").touch()
+    (tmp_path / "file-link.sqlite").symlink_to(real / "db.sqlite")
+    with thread_lock("t-linked", f"sqlite://{real}/db.sqlite"):
+        for other in (f"{tmp_path}/linked/db.sqlite", f"{tmp_path}/file-link.sqlite"):
+            with pytest.raises(ThreadBusyError), thread_lock("t-linked", f"sqlite://{other}"):
+                pass
+    assert sorted(p.name for p in real.iterdir()) == [".db.sqlite.locks", "db.sqlite"]
+    assert not (tmp_path / ".file-link.sqlite.locks").exists()
 
 
 # --- a PostgreSQL restart mid-turn -----------------------------------------------------------
@@ -422,7 +473,19 @@ def own_pg() -> Iterator[OwnServer]:
         pgserver.stop(base)
 
 
-def _cli_run(stub: StubServer, tmp_path: Path, url: str, *args: str) -> subprocess.Popen[str]:
+@pytest.fixture
+def slow_beta() -> Iterator[StubProcess]:
+    """The stand-in in a process of its own, to freeze: alpha answers in 0.1 s, beta in 3 s."""
+    stand_in = StubProcess({"alpha": {"latency": 0.1}, "beta": {"latency": 3}})
+    try:
+        yield stand_in
+    finally:
+        stand_in.stop()
+
+
+def _cli_run(
+    stub: StubServer | StubProcess, tmp_path: Path, url: str, *args: str
+) -> subprocess.Popen[str]:
     """`moa-graph run --json` on the stand-in's preset `demo`, thread store `url`."""
     config = tmp_path / "moa.yaml"
     config.write_text(json.dumps(stub_config(stub.url)), encoding="utf-8")
@@ -447,7 +510,7 @@ def _wait_for(what: str, done: Callable[[], bool], process: subprocess.Popen[str
 
 
 def _beta_in_flight_after_alpha_was_stored(
-    stub: StubServer, url: str, thread_id: str, process: subprocess.Popen[str]
+    stub: StubServer | StubProcess, url: str, thread_id: str, process: subprocess.Popen[str]
 ) -> None:
     with open_sync_checkpointer(url) as saver:
         _wait_for(
@@ -487,14 +550,95 @@ def test_a_turn_rides_out_a_postgresql_restart_and_pays_each_model_once(
     ]
 
 
+_ADVISORY_LOCKS_HELD = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+
+
+def _wait_until_a_lock_is_held_again(url: str, process: subprocess.Popen[str]) -> None:
+    """Until some session holds an advisory lock (the server was just restarted: none did)."""
+
+    def held() -> bool:
+        try:
+            with psycopg.connect(url, connect_timeout=2) as admin:
+                row = admin.execute(_ADVISORY_LOCKS_HELD).fetchone()
+        except psycopg.OperationalError:
+            return False
+        return bool(row and row[0])
+
+    deadline = time.monotonic() + 20
+    while not held():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "the runner did not take its thread lock again"
+        time.sleep(0.1)
+
+
+def test_a_thread_lock_is_taken_again_after_a_postgresql_restart(own_pg: OwnServer):
+    holder = _lock_holder(own_pg.url, "t-relocked")
+    try:
+        pgserver.restart(own_pg.base)  # ends the lock's session, and so the lock
+        _wait_until_a_lock_is_held_again(own_pg.url, holder)
+        with pytest.raises(ThreadBusyError), thread_lock("t-relocked", own_pg.url):
+            pass
+        assert holder.poll() is None
+    finally:
+        _ended(holder)
+
+
+def test_a_runner_whose_thread_was_taken_during_a_restart_writes_nothing_more(own_pg: OwnServer):
+    holder = _lock_holder(own_pg.url, "t-taken", write_on_input=True)
+    assert holder.stdin is not None and holder.stdout is not None
+    try:
+        holder.send_signal(signal.SIGSTOP)  # it cannot take the lock again before we do
+        pgserver.restart(own_pg.base)
+        with thread_lock("t-taken", own_pg.url):
+            holder.send_signal(signal.SIGCONT)
+            holder.stdin.write("write\n")
+            holder.stdin.flush()
+            line = holder.stdout.readline()
+        with open_sync_checkpointer(own_pg.url) as saver:
+            stored = saver.get_tuple(_thread("t-taken"))
+    finally:
+        holder.send_signal(signal.SIGCONT)
+        _ended(holder)
+    assert (
+        line == "ThreadBusyError: thread t-taken is busy: another run is on it; try again later\n"
+    )
+    assert stored is None  # its write was refused
+
+
+def test_a_second_resume_is_refused_while_the_runner_rides_out_a_restart(
+    own_pg: OwnServer, slow_beta: StubProcess, tmp_path: Path
+):
+    turn = _cli_run(slow_beta, tmp_path, own_pg.url, "--thread", "t-held", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(slow_beta, own_pg.url, "t-held", turn)
+    slow_beta.freeze()  # beta's answer waits, however long the restart takes
+    try:
+        pgserver.restart(own_pg.base)  # ends the run's lock session too
+        _wait_until_a_lock_is_held_again(own_pg.url, turn)
+        status, _, stderr = _finished(
+            _cli_run(slow_beta, tmp_path, own_pg.url, "--thread", "t-held", "--resume")
+        )
+        assert turn.poll() is None, "runner 1 ended before the second runner was refused"
+    finally:
+        slow_beta.thaw()
+
+    assert status == 75 and stderr.strip() == (
+        "moa-graph: error: thread t-held is busy: another run is on it; try again later"
+    )
+    status, stdout, stderr = _finished(turn)
+    assert (status, stderr) == (0, "")
+    assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
+    assert slow_beta.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+
+
 def test_a_database_down_past_the_timeout_stops_before_the_aggregator_and_resumes(
-    own_pg: OwnServer, stub: StubServer, tmp_path: Path
+    own_pg: OwnServer, slow_beta: StubProcess, tmp_path: Path
 ):
     url = f"{own_pg.url}?connect_timeout=2"
-    stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 2}})
-    turn = _cli_run(stub, tmp_path, url, "--thread", "t-down", "Name a river.")
-    _beta_in_flight_after_alpha_was_stored(stub, url, "t-down", turn)
+    turn = _cli_run(slow_beta, tmp_path, url, "--thread", "t-down", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(slow_beta, url, "t-down", turn)
+    slow_beta.freeze()  # beta answers once the database is down, however long that takes
     pgserver.halt(own_pg.base)
+    slow_beta.thaw()
     try:
         status, _, stderr = _finished(turn)
     finally:
@@ -504,15 +648,15 @@ def test_a_database_down_past_the_timeout_stops_before_the_aggregator_and_resume
     (line,) = stderr.strip().splitlines()
     assert line.startswith("moa-graph: error: checkpoint database postgresql://"), line
     assert "--thread t-down --resume" in line
-    assert "boss" not in stub.stats()  # nothing paid for after the failed write
+    assert "boss" not in slow_beta.stats()  # nothing paid for after the failed write
 
     status, stdout, stderr = _finished(
-        _cli_run(stub, tmp_path, url, "--thread", "t-down", "--resume")
+        _cli_run(slow_beta, tmp_path, url, "--thread", "t-down", "--resume")
     )
     assert status == 0, stderr
     assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
     # alpha's stored answer was kept; beta's could not be stored while the database was down.
-    assert stub.stats() == {"alpha": 1, "beta": 2, "boss": 1}
+    assert slow_beta.stats() == {"alpha": 1, "beta": 2, "boss": 1}
 
 
 _WAITING_ON_A_LOCK = (
@@ -523,14 +667,15 @@ _WAITING_ON_A_LOCK = (
 
 @pytest.mark.parametrize("store", ["postgres"], indirect=True)
 def test_a_write_cut_mid_call_is_made_again_on_a_fresh_connection(
-    store: Store, stub: StubServer, tmp_path: Path
+    store: Store, slow_beta: StubProcess, tmp_path: Path
 ):
-    stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 1}})
-    turn = _cli_run(stub, tmp_path, store.url, "--thread", "t-cut", "Name a river.")
-    _beta_in_flight_after_alpha_was_stored(stub, store.url, "t-cut", turn)
+    turn = _cli_run(slow_beta, tmp_path, store.url, "--thread", "t-cut", "Name a river.")
+    _beta_in_flight_after_alpha_was_stored(slow_beta, store.url, "t-cut", turn)
+    slow_beta.freeze()  # beta answers only once the table is locked
     with psycopg.connect(store.url) as admin:
         # beta's answer arrives and its write waits on this lock; then its session is cut.
         admin.execute("LOCK TABLE checkpoint_writes IN ACCESS EXCLUSIVE MODE")
+        slow_beta.thaw()
         with psycopg.connect(store.url, autocommit=True) as watcher:
             _wait_for(
                 "a write waiting",
@@ -544,4 +689,131 @@ def test_a_write_cut_mid_call_is_made_again_on_a_fresh_connection(
     status, stdout, stderr = _finished(turn)
     assert (status, stderr) == (0, "")  # not a word about the reconnect
     assert "weighing 2 reference answers" in json.loads(stdout)["answer"]
-    assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+    assert slow_beta.stats() == {"alpha": 1, "beta": 1, "boss": 1}
+
+
+# --- every wait bounded, every error one line -----------------------------------------------
+
+
+def _with_options(url: str, **params: str) -> str:
+    return url + ("&" if "?" in url else "?") + "&".join(f"{k}={v}" for k, v in params.items())
+
+
+@pytest.mark.parametrize("opener", ["async", "sync"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon"])
+def test_a_connect_timeout_that_would_wait_forever_is_refused(pg_url, opener, value):
+    with pytest.raises(ConfigError) as info:
+        _open(opener, _with_options(pg_url, connect_timeout=value))
+    assert f"connect_timeout={value} must be whole seconds > 0" in str(info.value)
+    with (
+        pytest.raises(ConfigError, match="connect_timeout"),
+        thread_lock("t", _with_options(pg_url, connect_timeout=value)),
+    ):
+        pass
+
+
+_SETUP_LOCK = 0x6D6F615F6770
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+@pytest.mark.parametrize("opener", ["async", "sync"])
+def test_opening_waits_for_the_setup_lock_only_as_long_as_the_statement_timeout(
+    store: Store, opener: str
+):
+    with psycopg.connect(store.url, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", (_SETUP_LOCK,))
+        started = time.monotonic()
+        with pytest.raises(ConfigError) as info:
+            _open(opener, _with_options(store.url, options="-c%20statement_timeout%3D1000"))
+    assert "another worker held the setup lock past statement_timeout (1000 ms)" in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_a_sync_write_waiting_on_a_lock_ends_at_the_statement_timeout(store: Store):
+    url = _with_options(store.url, options="-c%20statement_timeout%3D500")
+    with open_sync_checkpointer(url) as saver, psycopg.connect(store.url) as admin:
+        admin.execute("LOCK TABLE checkpoints IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(CheckpointStoreError) as info:
+            saver.put(_root("t-wait"), empty_checkpoint(), {}, {})
+    assert "canceling statement due to statement timeout" in str(info.value)
+    assert time.monotonic() - started < 10
+
+
+def test_an_async_call_on_a_hung_backend_ends_within_its_bound(own_pg: OwnServer):
+    url = _with_options(
+        own_pg.url,
+        connect_timeout="2",
+        options="-c%20statement_timeout%3D1000",
+        application_name="moa-hung",
+    )
+
+    async def call_while_hung() -> float:
+        async with open_checkpointer(url) as saver:
+            await saver.aget_tuple(_thread("t-hung"))  # the pool's connection, in use
+            with psycopg.connect(own_pg.url, autocommit=True) as admin:
+                ((pid,),) = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE application_name = 'moa-hung'"
+                ).fetchall()
+            os.kill(pid, signal.SIGSTOP)  # the kernel still acknowledges: only a timer helps
+            try:
+                started = time.monotonic()
+                with pytest.raises(CheckpointStoreError, match="no answer within 3 s"):
+                    await saver.aget_tuple(_thread("t-hung"))
+                return time.monotonic() - started
+            finally:
+                os.kill(pid, signal.SIGCONT)
+
+    # The bound (connect_timeout + statement_timeout), then psycopg's 5 s for the cancel.
+    assert asyncio.run(call_while_hung()) < 12
+
+
+def _read_only(url: str) -> None:
+    """Make new sessions read-only, as a failed-over server is, and end the present ones."""
+    database = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+async def test_any_database_error_of_an_async_saver_is_one_line(store: Store):
+    config = _root("t-ro")
+    written: RunnableConfig = {"configurable": {**config["configurable"], "checkpoint_id": "1"}}
+    async with store.open() as saver:
+        _read_only(store.url)
+        calls = {
+            "aput": lambda: saver.aput(config, empty_checkpoint(), {}, {}),
+            "aput_writes": lambda: saver.aput_writes(written, [("a", 1)], "task"),
+            "adelete_thread": lambda: saver.adelete_thread("t-ro"),
+        }
+        for name, call in calls.items():
+            with pytest.raises(CheckpointStoreError) as info:
+                await call()
+            assert "read-only transaction" in str(info.value), name
+            assert "\n" not in str(info.value) and info.value.__cause__ is None
+        with psycopg.connect(store.url, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute("DROP TABLE checkpoints")
+        with pytest.raises(CheckpointStoreError, match='relation "checkpoints" does not exist'):
+            [item async for item in saver.alist(None)]
+
+
+@pytest.mark.parametrize("store", ["postgres"], indirect=True)
+def test_any_database_error_of_a_sync_saver_is_one_line(store: Store):
+    config = _root("t-ro")
+    with store.open_sync() as saver:
+        _read_only(store.url)
+        with pytest.raises(CheckpointStoreError, match="read-only transaction"):
+            saver.put(config, empty_checkpoint(), {}, {})
+        with pytest.raises(CheckpointStoreError, match="read-only transaction"):
+            saver.delete_thread("t-ro")
+        with psycopg.connect(store.url, autocommit=True) as admin:
+            admin.execute("SET default_transaction_read_only = off")
+            admin.execute("DROP TABLE checkpoints")
+        with pytest.raises(CheckpointStoreError, match='relation "checkpoints" does not exist'):
+            list(saver.list(None))
