@@ -11,7 +11,9 @@ event loop that CPU is serial, so it sits on the critical path of every fan-out
 It is used only for references built from the provider table (a plain `ChatOpenAI` whose
 settings come from the `ModelSpec`), and only when no callback handler would see the call: a
 LangSmith tracer, `astream_events`, a usage callback or any handler the caller passed sends
-the reference through the model's own `ainvoke`, so what they observe is unchanged.
+the reference through the model's own `ainvoke`, so what they observe is unchanged. (Under
+`MoAChatModel` only tracers and event streams are handed the inner runs, `moa_graph.runs`:
+a plain handler there sees the one MoA run, and the references stay direct.)
 """
 
 from __future__ import annotations

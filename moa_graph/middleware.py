@@ -27,6 +27,7 @@ from typing import Annotated, Any, NotRequired, cast
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr
+from langchain.agents.structured_output import ToolStrategy
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, AnyMessage, BaseMessage
 from langchain_core.runnables.config import ensure_config, merge_configs, var_child_runnable_config
@@ -221,11 +222,19 @@ class _Step:
             guidance = render_guidance(self.preset, references, raw=state.get("reference_raw"))
             step = guidance_step(preset, state.get("reference_step", 1))
             messages = cast("list[AnyMessage]", aggregator_input(messages, guidance, step=step))
-        # The caller's own tool choice or structured output names its tools: theirs to bound.
-        self.bounded = request.tool_choice in (None, "auto") and request.response_format is None
+        # A tool choice of the agent's own, or a ToolStrategy (its output is a tool call), is
+        # theirs to bound; a provider-side response_format is not a tool call: still bounded.
+        self.bounded = request.tool_choice in (None, "auto") and not isinstance(
+            request.response_format, ToolStrategy
+        )
         if self.bounded and request.tools and tools_spent(preset, self.rounds):
-            note = tool_budget_note(preset)
-            self.request = request.override(messages=[*messages, note], tool_choice="none")
+            note = [*messages, tool_budget_note(preset)]
+            # create_agent binds a structured-output request without the request's
+            # tool_choice: there the note asks, and `check` is the bound.
+            if request.response_format is None:
+                self.request = request.override(messages=note, tool_choice="none")
+            else:
+                self.request = request.override(messages=note)
         else:
             self.request = request.override(messages=messages)
 

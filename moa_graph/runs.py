@@ -8,7 +8,10 @@ child runs for the handlers that draw run trees: tracers (LangSmith) and event s
 
 Two of the names this needs are private to langchain-core (`_configure_hooks`, the handlers
 LangChain hooks into every run; `_StreamingCallbackHandler`, LangGraph's stream handlers):
-guarded, so a langchain-core without them shows the inner runs to every handler instead.
+guarded. Without them, LangGraph's stream handlers count as tracers here only if they
+subclass one, and the handlers LangChain hooks into every run (`get_usage_metadata_callback`)
+see the inner runs too, so such a callback would count the references and the aggregator
+twice; handlers passed to the call are still filtered by `child_callbacks`.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """`MoAChatModel`'s contract with LangChain: model name, runs, usage, tools and structured output.
 
 What LangChain's standard integration suite, `get_usage_metadata_callback` and
-`create_agent` expect of a chat model, checked against the stand-in over HTTP. Where the
-stand-in cannot honour a request yet (`response_format`), the test checks the request the
-aggregator sent.
+`create_agent` expect of a chat model, checked against the faithful stand-in over HTTP:
+both what the aggregator was sent and what the caller got back.
 """
 
 from typing import Any
@@ -202,6 +201,7 @@ def test_json_schema_structured_output_sends_a_response_format(stub):
     response_format = boss["response_format"]
 
     assert isinstance(result["raw"], AIMessage)
+    assert isinstance(result["parsed"], Verdict) and result["parsing_error"] is None
     assert "tools" not in boss
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["name"] == "Verdict"

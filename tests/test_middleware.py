@@ -8,9 +8,11 @@ import openai
 import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, PIIMiddleware
+from langchain.agents.structured_output import ProviderStrategy
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
+from pydantic import BaseModel
 
 from moa_graph import MoAMiddleware, MoAToolLoopError, build_moa_graph
 from moa_graph.prompts import GUIDANCE_TITLE, TOOL_ROUNDS_SPENT
@@ -38,6 +40,12 @@ def _config(url: str, **preset: Any) -> dict[str, Any]:
             },
         }
     }
+
+
+class Verdict(BaseModel):
+    """A verdict on a claim."""
+
+    holds: bool
 
 
 def _agent(
@@ -202,6 +210,22 @@ def test_a_model_that_calls_tools_past_its_budget_ends_the_turn(stub):
     with pytest.raises(MoAToolLoopError, match="'review' stopped after 1 tool rounds"):
         _agent(stub, max_tool_rounds=1).invoke(_ask())
     assert stub.stats()["boss"] == 2
+
+
+def test_a_provider_strategy_agent_keeps_its_tool_budget(stub):
+    # ProviderStrategy structures the answer with response_format, not a tool: still bounded.
+    stub.configure({"boss": {"script": [_calc("1 + 1"), _calc("2 + 2")]}})
+    model = ChatOpenAI(base_url=stub.url, api_key="any", model="boss", max_retries=0)
+    moa = MoAMiddleware(preset="review", config=_config(stub.url, max_tool_rounds=1))
+    agent = create_agent(
+        model, tools=[calculator], middleware=[moa], response_format=ProviderStrategy(Verdict)
+    )
+    with pytest.raises(MoAToolLoopError):
+        agent.invoke(_ask())
+    first, last = stub.requests("boss")
+    note = TOOL_ROUNDS_SPENT.format(rounds=1)
+    assert first["messages"][-1]["content"] != note
+    assert last["messages"][-1] == {"role": "user", "content": note}
 
 
 def test_custom_events_announce_each_reference_and_each_model_step(stub):

@@ -266,11 +266,11 @@ def test_max_completion_tokens_truncates_a_stream_too(client: openai.OpenAI) -> 
     assert chunks[-1].choices[0].finish_reason == "length"
 
 
-def test_the_same_seed_gives_the_same_answer(client: openai.OpenAI) -> None:
+def test_a_seeded_request_is_answered_the_same_every_time(client: openai.OpenAI) -> None:
     def ask() -> str:
         completion = client.chat.completions.create(
             model="m",
-            messages=_user("Make up a person"),
+            messages=_user("Make up a person, as JSON"),
             seed=7,
             n=2,
             response_format={"type": "json_object"},

@@ -724,6 +724,9 @@ def test_an_unanswered_tool_call_is_a_400() -> None:
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"stream_options": {"include_usage": True}}, "stream_options"),
         ({"response_format": {"type": "xml"}}, "response_format.type"),
+        ({"tools": []}, "tools"),
+        # JSON mode needs the word in the messages; `_body`'s question has no "json" in it.
+        ({"response_format": {"type": "json_object"}}, "messages"),
     ],
 )
 def test_invalid_requests_are_400s_naming_the_param(extra: dict[str, Any], param: str) -> None:

@@ -17,6 +17,7 @@ streaming. Unknown top-level keys are accepted, as OpenAI accepts new parameters
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -63,6 +64,7 @@ def validate_chat_request(body: Any) -> None:
     names = _check_tools(body.get("tools"))
     _check_tool_choice(body, names)
     _check_response_format(body.get("response_format"))
+    _check_json_mode(body)
     _check_sampling(body)
 
 
@@ -168,6 +170,9 @@ def _check_tools(tools: Any) -> set[str]:
         return set()
     if not isinstance(tools, list):
         raise _fail("Invalid type for 'tools': expected an array.", "tools", "invalid_type")
+    if not tools:
+        message = "Invalid 'tools': empty array. Expected an array with minimum length 1."
+        raise _fail(message, "tools")
     names: set[str] = set()
     for index, tool in enumerate(tools):
         function = tool.get("function") if isinstance(tool, Mapping) else None
@@ -229,6 +234,19 @@ def _check_tool_choice(body: Mapping[str, Any], names: set[str]) -> None:
             f"Invalid value for 'tool_choice': no function named {function.get('name')!r} "
             "was specified in the 'tools' parameter.",
             "tool_choice",
+        )
+
+
+def _check_json_mode(body: Mapping[str, Any]) -> None:
+    """JSON mode needs the word "json" somewhere in the messages, as OpenAI insists."""
+    response_format = body.get("response_format")
+    if not isinstance(response_format, Mapping) or response_format.get("type") != "json_object":
+        return
+    if "json" not in json.dumps(body.get("messages"), ensure_ascii=False).lower():
+        raise _fail(
+            "'messages' must contain the word 'json' in some form, to use 'response_format' of "
+            "type 'json_object'.",
+            "messages",
         )
 
 
