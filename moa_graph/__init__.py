@@ -11,6 +11,8 @@ Example:
     >>> graph.invoke({"messages": [("user", "Review this plan ...")]})
 """
 
+from typing import TYPE_CHECKING, Any
+
 from moa_graph.chat_model import MoAChatModel, init_moa_model
 from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
 from moa_graph.context import MoAContext
@@ -23,11 +25,13 @@ from moa_graph.errors import (
     ThreadBusyError,
 )
 from moa_graph.graph import build_moa_graph, build_studio_graph
-from moa_graph.middleware import MoAMiddleware
 from moa_graph.providers import warm_up
 from moa_graph.state import MoAState, ReferenceAnswer
 from moa_graph.transport import aclose_http_clients
 from moa_graph.trimming import reference_messages
+
+if TYPE_CHECKING:
+    from moa_graph.middleware import MoAMiddleware
 
 __all__ = [
     "CheckpointStoreError",
@@ -53,3 +57,16 @@ __all__ = [
     "reference_messages",
     "warm_up",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # `MoAMiddleware` needs LangChain's agents (the `langchain` extra): imported on first use,
+    # so `import moa_graph` works on a base install.
+    if name == "MoAMiddleware":
+        try:
+            from moa_graph.middleware import MoAMiddleware
+        except ImportError as exc:
+            extra = "pip install 'moa-graph[langchain]'"
+            raise ImportError(f"MoAMiddleware needs LangChain's agents: {extra} ({exc})") from None
+        return MoAMiddleware
+    raise AttributeError(f"module 'moa_graph' has no attribute {name!r}")

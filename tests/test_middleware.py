@@ -310,3 +310,20 @@ def test_the_references_receive_what_the_graphs_do(stub, conversation):
 
     assert {name: stub.requests(name) for name in ("alpha", "beta")} == through_graph
     assert len(through_graph["alpha"]) == 1
+
+
+def test_import_moa_graph_needs_no_langchain_agents():
+    # A base install has no `langchain` (the extra): the middleware loads on first use.
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, moa_graph\n"
+        "assert not any(m == 'langchain' or m.startswith('langchain.') for m in sys.modules)\n"
+        "assert moa_graph.MoAMiddleware.__name__ == 'MoAMiddleware'\n"
+        "assert 'langchain.agents' in sys.modules\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
