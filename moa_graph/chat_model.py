@@ -44,6 +44,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from moa_graph.cache import AdviceCache
 from moa_graph.config import MoAConfig, Preset
+from moa_graph.events import emit
 from moa_graph.failures import aggregator_failures
 from moa_graph.graph import ConfigSource, resolve_preset
 from moa_graph.guidance import aggregator_input, render_guidance
@@ -53,9 +54,11 @@ from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
 from moa_graph.runs import ainner_stream, child_callbacks, inner_runs, inner_stream
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
+    aggregator_event,
     aggregator_step,
     answering_model,
     check_tool_budget,
+    reference_view,
     tool_budget_note,
     tool_rounds,
     tools_spent,
@@ -331,17 +334,14 @@ class MoAChatModel(BaseChatModel):
         at = turn_start(messages)
         preset = models.preset
         step = aggregator_step(messages, at)
+        # The advice is keyed by the turn (the view up to its human message) and, under a
+        # re-running schedule, by the run of `interval` steps it serves; it is made with the
+        # graph's view of the conversation at the step that first asks for it.
         turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
-        view, bucket, at_step = turn, 0, 1
-        if preset.fanout_interval is not None and turn:
-            # A re-running schedule: one advice per run of `interval` steps, made (normally
-            # on the run's first step) with the turn's tool activity so far in view.
+        view = reference_view(messages, preset) if turn else []
+        bucket, at_step = 0, 1
+        if preset.fanout_interval is not None:
             bucket, at_step = (step - 1) // preset.fanout_interval, step
-            view = reference_messages(
-                messages,
-                tool_activity=True,
-                tool_result_budget=preset.reference_tool_result_budget,
-            )
         shown = [(m.type, m.content) for m in turn]
         key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
         callbacks = child_callbacks(run_manager)
@@ -436,6 +436,7 @@ class _Call:
             model = aggregator.bind_tools(tools, **kwargs)
         elif kwargs:
             model = aggregator.bind(**kwargs)
+        emit(aggregator_event(self.models.preset.aggregator.label, advice.answers))
         guidance = None
         if enabled_slots(self.models):
             guidance = render_guidance(self.models.preset, advice.answers, raw=advice.raw)

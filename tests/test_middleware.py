@@ -14,7 +14,7 @@ from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
-from moa_graph import MoAMiddleware, MoAToolLoopError, build_moa_graph
+from moa_graph import MoAChatModel, MoAMiddleware, MoAToolLoopError, build_moa_graph
 from moa_graph.prompts import GUIDANCE_TITLE, TOOL_ROUNDS_SPENT
 from moa_graph.testing import StubServer
 from moa_graph.tools import calculator
@@ -307,8 +307,15 @@ def test_the_references_receive_what_the_graphs_do(stub, conversation):
     stub.reset()
 
     _agent(stub).invoke({"messages": conversation})
+    through_middleware = {name: stub.requests(name) for name in ("alpha", "beta")}
+    stub.reset()
 
-    assert {name: stub.requests(name) for name in ("alpha", "beta")} == through_graph
+    chat_model = MoAChatModel(preset="review", config=config)
+    create_agent(chat_model, tools=[calculator]).invoke({"messages": conversation})
+    through_chat_model = {name: stub.requests(name) for name in ("alpha", "beta")}
+
+    assert through_middleware == through_graph
+    assert through_chat_model == through_graph
     assert len(through_graph["alpha"]) == 1
 
 

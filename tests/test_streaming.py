@@ -206,6 +206,17 @@ async def test_moa_chat_model_tokens_stream_once_through_an_agent(stub):
     assert "".join(streamed) == text  # no doubled tokens, no reference tokens
 
 
+def test_moa_chat_model_in_an_agent_emits_the_graphs_custom_events(stub):
+    agent = create_agent(MoAChatModel(preset="demo", config=_config(stub.url)), tools=[calculator])
+    events = list(agent.stream({"messages": [("user", "What is 17 * 23?")]}, stream_mode="custom"))
+
+    steps = [e for e in events if e["type"] == "moa_aggregator"]
+    assert steps == 2 * [
+        {"type": "moa_aggregator", "label": "stub:boss", "status": "running", "references_ok": 2}
+    ], "one event per aggregator step, as the graph emits"
+    assert {e["status"] for e in events if e["type"] == "moa_reference"} == {"running", "ok"}
+
+
 def test_prices_are_validated_in_config_files(stub):
     bad = _config(stub.url, alpha={"input_cost_per_mtok": "cheap"})
     with pytest.raises(ValueError, match=r"reference_models\[0\]\.input_cost_per_mtok"):
