@@ -44,16 +44,13 @@ from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
 from moa_graph.state import ReferenceAnswer
 from moa_graph.turn import (
     aggregator_event,
-    aggregator_step,
     check_tool_budget,
-    fanout_due,
+    due_fan_out,
     guidance_step,
     reference_view,
     tool_budget_note,
     tool_rounds,
     tools_spent,
-    turn_marker,
-    turn_start,
 )
 from moa_graph.usage import Usage, add_usage, call_usage
 
@@ -182,14 +179,11 @@ class _FanOut:
     def due(cls, models: PresetModels, state: MoAAgentState) -> _FanOut | None:
         """The fan-out due before the step the state is at, or None."""
         messages = state["messages"]
-        at = turn_start(messages)
-        step = aggregator_step(messages, at)
-        turn = turn_marker(messages, at)
-        fresh = state.get("reference_turn") != turn
-        if not fanout_due(models.preset, fresh=fresh, step=step):
+        due = due_fan_out(messages, models.preset, state.get("reference_turn"))
+        if due is None:
             return None
         view = reference_view(messages, models.preset) if enabled_slots(models) else []
-        return cls(fresh, turn, step, view)
+        return cls(due.fresh, due.turn, due.step, view)
 
     def update(self, advice: Advice | None) -> dict[str, Any]:
         """The state update recording this fan-out and what the panel answered."""

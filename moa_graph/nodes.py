@@ -33,17 +33,14 @@ from moa_graph.resolvers import PresetResolver
 from moa_graph.state import MoAState, ReferenceTask
 from moa_graph.turn import (
     aggregator_event,
-    aggregator_step,
     answering_model,
     check_tool_budget,
-    fanout_due,
+    due_fan_out,
     guidance_step,
     reference_view,
     tool_budget_note,
     tool_rounds,
     tools_spent,
-    turn_marker,
-    turn_start,
 )
 from moa_graph.usage import call_usage
 
@@ -147,23 +144,19 @@ class MoANodes:
 
 
 def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
-    messages = state["messages"]
-    at = turn_start(messages)
-    step = aggregator_step(messages, at)
-    preset = models.preset
-    turn = turn_marker(messages, at)
-    fresh = state.get("reference_turn") != turn
-    if not fanout_due(preset, fresh=fresh, step=step):
+    messages, preset = state["messages"], models.preset
+    due = due_fan_out(messages, preset, state.get("reference_turn"))
+    if due is None:
         return Command(goto="aggregator")
     update: dict[str, Any] = {
         "references": [],
         "reference_results": None,
         "reference_raw": None,
-        "reference_turn": turn,
-        "reference_step": step,
+        "reference_turn": due.turn,
+        "reference_step": due.step,
         "reference_layers": preset.layers,
     }
-    if fresh:
+    if due.fresh:
         update["usage"] = None  # usage covers the whole turn, re-runs included
     tasks = layer_tasks(models, reference_view(messages, preset))
     if not tasks:

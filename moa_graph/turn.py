@@ -20,6 +20,7 @@ call a tool it was never given).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
@@ -34,10 +35,12 @@ from moa_graph.state import ReferenceAnswer
 from moa_graph.trimming import last_human_index, reference_messages
 
 __all__ = [
+    "FanOut",
     "aggregator_event",
     "aggregator_step",
     "answering_model",
     "check_tool_budget",
+    "due_fan_out",
     "fanout_due",
     "guidance_step",
     "reference_view",
@@ -88,6 +91,33 @@ def fanout_due(preset: Preset, *, fresh: bool, step: int) -> bool:
     """
     interval = preset.fanout_interval
     return fresh or (interval is not None and (step - 1) % interval == 0)
+
+
+@dataclass(frozen=True)
+class FanOut:
+    """A fan-out the turn's schedule calls for before the step about to run."""
+
+    turn: str
+    """The turn's marker (`turn_marker`), to record as `reference_turn`."""
+    step: int
+    """The step it runs for (recorded as `reference_step`: where its guidance goes)."""
+    fresh: bool
+    """The turn's first fan-out: its `references` and `usage` start afresh."""
+
+
+def due_fan_out(
+    messages: Sequence[BaseMessage], preset: Preset, reference_turn: str | None
+) -> FanOut | None:
+    """The fan-out due before the next step, given the turn whose references already ran.
+
+    Raises:
+        ValueError: The conversation has no user message.
+    """
+    at = turn_start(messages)
+    step = aggregator_step(messages, at)
+    turn = turn_marker(messages, at)
+    fresh = reference_turn != turn
+    return FanOut(turn, step, fresh) if fanout_due(preset, fresh=fresh, step=step) else None
 
 
 def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
