@@ -1,9 +1,11 @@
 """The chat-model facade's per-turn cache of reference answers.
 
-An agent loop calls its model once per tool step; references must run once per user turn.
-Entries are keyed by the caller (a hash of the turn), bounded in number (least recently used
-goes first), and computed once when several calls for one turn arrive together: the first
-computes, the others wait for its result, and a cancelled computation is taken over.
+An agent loop calls its model once per tool step; references must run once per fan-out the
+turn's schedule calls for. Entries are keyed by the caller (a hash of the turn and the step
+its fan-out serves), bounded in number (least recently used goes first), and computed once
+when several calls for one fan-out arrive together: the first computes, the others wait for
+its result, and a cancelled computation is taken over. The cache also remembers the step
+each turn was first asked at (`first_step`): the turn's first fan-out runs there.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 
-from moa_graph.references import Advice
+from moa_graph.panel import Advice
 
 __all__ = ["AdviceCache"]
 
@@ -25,7 +27,17 @@ class AdviceCache:
     def __init__(self, size: int) -> None:
         self._size = max(size, 1)
         self._entries: OrderedDict[str, Future[Advice]] = OrderedDict()
+        self._first_steps: OrderedDict[str, int] = OrderedDict()
         self._lock = threading.Lock()
+
+    def first_step(self, turn: str, step: int) -> int:
+        """The step `turn` was first asked at (`step`, if this is its first call)."""
+        with self._lock:
+            first = self._first_steps.setdefault(turn, step)
+            self._first_steps.move_to_end(turn)
+            while len(self._first_steps) > self._size:
+                self._first_steps.popitem(last=False)
+            return first
 
     def get(self, key: str, compute: Callable[[], Advice]) -> tuple[Advice, bool]:
         """The advice for `key` and whether it was computed by this call."""

@@ -2,8 +2,11 @@
 
 One call runs the preset's references in parallel on the trimmed view, then the aggregator
 with the guidance, and returns the aggregator's `AIMessage` (with its tool calls). An agent
-loop calls its model once per tool step, so reference answers are cached per user turn: the
-key is a hash of the preset and the trimmed view up to the last human message.
+loop calls its model once per tool step, so reference answers are cached per fan-out: the
+key is a hash of the preset and the trimmed view up to the last human message (the turn),
+with the step whose fan-out serves this call (`moa_graph.turn.serving_step`: the turn's
+first call, or the schedule's latest re-run), so references run at the steps the graph
+runs them at.
 
 The call is one chat-model run. Its inner runs (each reference, the aggregator) are its
 child runs for tracers and event streams (LangSmith, `astream_events`), which draw run
@@ -44,24 +47,22 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from moa_graph.cache import AdviceCache
 from moa_graph.config import MoAConfig, Preset
-from moa_graph.events import emit
 from moa_graph.failures import aggregator_failures
-from moa_graph.graph import ConfigSource, resolve_preset
-from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
+from moa_graph.panel import Advice, acall_panel, call_panel
 from moa_graph.providers import ModelFactory
-from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
+from moa_graph.resolvers import ConfigSource, resolve_preset
 from moa_graph.runs import ainner_stream, child_callbacks, inner_runs, inner_stream
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
-    aggregator_event,
+    AggregatorRequest,
+    aggregator_request,
     aggregator_step,
     answering_model,
-    check_tool_budget,
+    check_reply,
+    enabled_slots,
     reference_view,
-    tool_budget_note,
-    tool_rounds,
-    tools_spent,
+    serving_step,
     turn_start,
 )
 
@@ -332,21 +333,16 @@ class MoAChatModel(BaseChatModel):
         """Everything one call needs: models, cache key, trimmed view, nested callbacks."""
         models = self._models(kwargs.pop("model", None))
         at = turn_start(messages)
-        preset = models.preset
         step = aggregator_step(messages, at)
-        # The advice is keyed by the turn (the view up to its human message) and, under a
-        # re-running schedule, by the run of `interval` steps it serves; it is made with the
-        # graph's view of the conversation at the step that first asks for it.
-        turn = reference_messages(messages[: at + 1]) if enabled_slots(models) else []
-        view = reference_view(messages, preset) if turn else []
-        bucket, at_step = 0, 1
-        if preset.fanout_interval is not None:
-            bucket, at_step = (step - 1) // preset.fanout_interval, step
+        consulted = bool(enabled_slots(models))
+        turn = reference_messages(messages[: at + 1]) if consulted else []
         shown = [(m.type, m.content) for m in turn]
-        key = hashlib.sha256(json.dumps([preset.name, bucket, shown], default=str).encode())
+        digest = hashlib.sha256(json.dumps([models.preset.name, shown], default=str).encode())
+        turn_key = digest.hexdigest()
+        serving = serving_step(models.preset, step, self._cache.first_step(turn_key, step))
+        view = reference_view(messages, models.preset) if consulted else []
         callbacks = child_callbacks(run_manager)
-        rounds = tool_rounds(messages, at)
-        return _Call(models, key.hexdigest(), view, callbacks, kwargs, at_step, rounds=rounds)
+        return _Call(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -375,11 +371,9 @@ class MoAChatModel(BaseChatModel):
 
 
 class _Call:
-    """One call of `MoAChatModel`: its models, turn key, trimmed view and callbacks.
+    """One call of `MoAChatModel`: its models, fan-out key, trimmed view and callbacks.
 
-    `step` is the aggregator step of the turn this call is (1 under `per_turn`): advice made
-    now is placed there; advice from the cache stays where it was made (`Advice.step`).
-    `rounds` are the turn's tool rounds so far: they spend the tool budget.
+    `step` is the step whose fan-out serves this call: advice made now is made for it.
     """
 
     def __init__(
@@ -390,28 +384,22 @@ class _Call:
         callbacks: Callbacks,
         kwargs: dict[str, Any],
         step: int,
-        *,
-        rounds: int,
     ) -> None:
         self.models = models
-        self.rounds = rounds
         self.key = key
         self.view = view
         self.callbacks = callbacks
         self.step = step
         self._kwargs = kwargs
+        self.request: AggregatorRequest | None = None
 
     def panel(self) -> Advice:
         """Run the references on this call's view (sync)."""
-        advice = call_panel(self.models, self.view, callbacks=self.callbacks)
-        advice.step = self.step
-        return advice
+        return call_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
 
     async def apanel(self) -> Advice:
         """Run the references on this call's view (async)."""
-        advice = await acall_panel(self.models, self.view, callbacks=self.callbacks)
-        advice.step = self.step
-        return advice
+        return await acall_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
 
     def aggregator(
         self, messages: list[BaseMessage], advice: Advice
@@ -421,42 +409,35 @@ class _Call:
         tools = kwargs.pop("tools", None)
         if _STRUCTURED_OUTPUT_FORMAT in kwargs:  # for the inner run's own trace
             kwargs["ls_structured_output_format"] = kwargs.pop(_STRUCTURED_OUTPUT_FORMAT)
+        preset = self.models.preset
+        # A caller who forces a tool (`tool_choice` naming one, `"required"`, `"any"`:
+        # structured output names its tool) asked for the call, so it is theirs to bound.
+        self.request = request = aggregator_request(
+            preset,
+            messages,
+            advice.answers,
+            raw=advice.raw,
+            reference_step=advice.step,
+            consulted=bool(enabled_slots(self.models)),
+            tools=bool(tools),
+            bounded=kwargs.get("tool_choice") in (None, "auto", "none"),
+        )
         aggregator = self.models.aggregator()
         model: Runnable[LanguageModelInput, BaseMessage] = aggregator
-        # A caller's own tool_choice (structured output names its tool) stands; otherwise a
-        # spent budget asks for an answer.
-        last = (
-            bool(tools)
-            and tools_spent(self.models.preset, self.rounds)
-            and kwargs.get("tool_choice") in (None, "auto")
-        )
-        if last:
-            model = answering_model(aggregator, tools, **kwargs)
+        if request.answer_now:
+            model = answering_model(aggregator, tools or (), **kwargs)
         elif tools:
             model = aggregator.bind_tools(tools, **kwargs)
         elif kwargs:
             model = aggregator.bind(**kwargs)
-        emit(aggregator_event(self.models.preset.aggregator.label, advice.answers))
-        guidance = None
-        if enabled_slots(self.models):
-            guidance = render_guidance(self.models.preset, advice.answers, raw=advice.raw)
         # Our own chunks carry the tokens to the caller's handlers; the inner call is silent.
-        config = aggregator_config(
-            self.models.preset.aggregator, stream=False, callbacks=self.callbacks
-        )
-        agg_input = aggregator_input(messages, guidance, step=advice.step)
-        if last:
-            agg_input.append(tool_budget_note(self.models.preset))
-        return model, agg_input, config
+        config = aggregator_config(preset.aggregator, stream=False, callbacks=self.callbacks)
+        return model, request.messages, config
 
     def check(self, reply: BaseMessage) -> None:
-        """Refuse tool calls once the turn's tool rounds are spent (`MoAToolLoopError`).
-
-        A caller who forces a tool (`tool_choice` naming one, `"required"`, `"any"`) asked
-        for the call, so it is theirs to bound.
-        """
-        if self._kwargs.get("tool_choice") in (None, "auto", "none"):
-            check_tool_budget(self.models.preset, self.rounds, reply)
+        """Refuse tool calls once the turn's tool rounds are spent (`MoAToolLoopError`)."""
+        if self.request is not None:
+            check_reply(self.models.preset, self.request, reply)
 
     def errors(self) -> AbstractContextManager[None]:
         """Turn an aggregator failure into a `MoAAggregatorError` naming its label."""

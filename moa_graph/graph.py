@@ -12,8 +12,7 @@ the graph is built, or named by each run's `MoAContext` (what Studio shows and e
 
 from __future__ import annotations
 
-import os
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
@@ -25,12 +24,18 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.prebuilt import tools_condition
 from typing_extensions import TypedDict
 
-from moa_graph.config import MoAConfig, Preset, load_config
+from moa_graph.config import Preset
 from moa_graph.context import MoAContext
 from moa_graph.models import PresetModels
-from moa_graph.nodes import MoANodes
+from moa_graph.nodes import AGGREGATOR, FAN_OUT, JOIN, REFERENCE, TOOLS, MoANodes
 from moa_graph.providers import ModelFactory
-from moa_graph.resolvers import ContextPreset, FixedPreset, PresetResolver
+from moa_graph.resolvers import (
+    ConfigSource,
+    ContextPreset,
+    FixedPreset,
+    PresetResolver,
+    resolve_preset,
+)
 from moa_graph.state import MoAOutput, MoAState
 
 try:  # what LangGraph's own ToolNode is built on (a private module: guarded)
@@ -38,16 +43,7 @@ try:  # what LangGraph's own ToolNode is built on (a private module: guarded)
 except ImportError:  # pragma: no cover - a LangGraph without it: the public, slower wrapper
     RunnableCallable = None  # type: ignore[assignment,misc]
 
-__all__ = [
-    "ConfigSource",
-    "StudioInput",
-    "build_moa_graph",
-    "build_studio_graph",
-    "resolve_preset",
-]
-
-ConfigSource = MoAConfig | str | os.PathLike[str] | Mapping[str, Any] | None
-"""A `MoAConfig`, or anything `load_config` takes."""
+__all__ = ["StudioInput", "build_moa_graph", "build_studio_graph"]
 
 
 class StudioInput(TypedDict):
@@ -160,22 +156,22 @@ def _moa_graph(
         output_schema=MoAOutput,
     )
     builder.add_node(
-        "fan_out", _node(nodes.fan_out, nodes.afan_out), destinations=("reference", "aggregator")
+        FAN_OUT, _node(nodes.fan_out, nodes.afan_out), destinations=(REFERENCE, AGGREGATOR)
     )
-    builder.add_node("reference", _node(nodes.reference, nodes.areference))
-    builder.add_node("join", _node(nodes.join, nodes.ajoin))
-    builder.add_node("aggregator", _node(nodes.aggregator, nodes.aaggregator))
-    builder.add_node("tools", resolver.tool_node())
-    builder.add_edge(START, "fan_out")
-    builder.add_edge("reference", "join")
+    builder.add_node(REFERENCE, _node(nodes.reference, nodes.areference))
+    builder.add_node(JOIN, _node(nodes.join, nodes.ajoin))
+    builder.add_node(AGGREGATOR, _node(nodes.aggregator, nodes.aaggregator))
+    builder.add_node(TOOLS, resolver.tool_node())
+    builder.add_edge(START, FAN_OUT)
+    builder.add_edge(REFERENCE, JOIN)
     builder.add_conditional_edges(
-        "join", _node(nodes.after_join, nodes.aafter_join, router=True), ["reference", "aggregator"]
+        JOIN, _node(nodes.after_join, nodes.aafter_join, router=True), [REFERENCE, AGGREGATOR]
     )
-    builder.add_conditional_edges("aggregator", tools_condition, {"tools": "tools", END: END})
+    builder.add_conditional_edges(AGGREGATOR, tools_condition, {TOOLS: TOOLS, END: END})
     builder.add_conditional_edges(
-        "tools",
+        TOOLS,
         _node(nodes.after_tools, nodes.aafter_tools, router=True),
-        {"fan_out": "fan_out", "aggregator": "aggregator"},
+        {FAN_OUT: FAN_OUT, AGGREGATOR: AGGREGATOR},
     )
     return builder
 
@@ -212,19 +208,3 @@ def _node(
     if RunnableCallable is None:  # pragma: no cover
         return RunnableLambda(func, afunc=afunc)
     return RunnableCallable(func, afunc, trace=router, recurse=False)
-
-
-def resolve_preset(
-    preset: Preset | str, config: ConfigSource = None
-) -> tuple[Preset, MoAConfig | None]:
-    """Return the `Preset` to run and the config it came from.
-
-    The config is None for a `Preset` object given without one.
-
-    Raises:
-        ConfigError: The config cannot be loaded or has no such preset.
-    """
-    if isinstance(preset, Preset) and config is None:
-        return preset, None
-    loaded = config if isinstance(config, MoAConfig) else load_config(config)
-    return (preset if isinstance(preset, Preset) else loaded.preset(preset)), loaded

@@ -34,7 +34,7 @@ from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.privacy import model_text
 from moa_graph.quoting import quote_answers
-from moa_graph.state import ReferenceAnswer
+from moa_graph.state import ReferenceAnswer, layer_answers
 from moa_graph.trimming import last_human_index
 
 __all__ = ["aggregator_input", "render_guidance"]
@@ -62,10 +62,7 @@ def render_guidance(
         references: The turn's answers (any layers).
         raw: The originals of texts the privacy filter redacted for display.
     """
-    last = max((ref.get("layer", 1) for ref in references), default=1)
-    ordered = sorted(
-        (ref for ref in references if ref.get("layer", 1) == last), key=lambda ref: ref["index"]
-    )
+    ordered = layer_answers(references)
     answered = [ref for ref in ordered if ref["status"] == "ok"]
     # Cut to the limit again here: a person may have edited `references` (Studio).
     nonce, quoted = quote_answers(

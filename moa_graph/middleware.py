@@ -35,22 +35,17 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from moa_graph.config import ModelSpec, Preset
-from moa_graph.events import emit
-from moa_graph.graph import ConfigSource, resolve_preset
-from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, aggregator_config
+from moa_graph.panel import Advice, acall_panel, call_panel
 from moa_graph.providers import ModelFactory
-from moa_graph.references import Advice, acall_panel, call_panel, enabled_slots
+from moa_graph.resolvers import ConfigSource, resolve_preset
 from moa_graph.state import ReferenceAnswer
 from moa_graph.turn import (
-    aggregator_event,
-    check_tool_budget,
+    aggregator_request,
+    check_reply,
     due_fan_out,
-    guidance_step,
+    enabled_slots,
     reference_view,
-    tool_budget_note,
-    tool_rounds,
-    tools_spent,
 )
 from moa_graph.usage import Usage, add_usage, call_usage
 
@@ -131,7 +126,8 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
         fan_out = _FanOut.due(self.models, state)
         if fan_out is None:
             return None
-        return fan_out.update(call_panel(self.models, fan_out.view) if fan_out.view else None)
+        view, step = fan_out.view, fan_out.step
+        return fan_out.update(call_panel(self.models, view, step=step) if view else None)
 
     async def abefore_model(
         self, state: MoAAgentState, runtime: Runtime[Any]
@@ -140,8 +136,8 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
         fan_out = _FanOut.due(self.models, state)
         if fan_out is None:
             return None
-        view = fan_out.view
-        return fan_out.update(await acall_panel(self.models, view) if view else None)
+        view, step = fan_out.view, fan_out.step
+        return fan_out.update(await acall_panel(self.models, view, step=step) if view else None)
 
     def wrap_model_call(
         self,
@@ -179,7 +175,9 @@ class _FanOut:
     def due(cls, models: PresetModels, state: MoAAgentState) -> _FanOut | None:
         """The fan-out due before the step the state is at, or None."""
         messages = state["messages"]
-        due = due_fan_out(messages, models.preset, state.get("reference_turn"))
+        due = due_fan_out(
+            messages, models.preset, state.get("reference_turn"), state.get("reference_step", 1)
+        )
         if due is None:
             return None
         view = reference_view(messages, models.preset) if enabled_slots(models) else []
@@ -205,31 +203,31 @@ class _Step:
     """One call of the agent's model: its request with the guidance, its run, its usage."""
 
     def __init__(self, models: PresetModels, request: ModelRequest[Any]) -> None:
-        preset, state = models.preset, cast(MoAAgentState, request.state)
-        references = state.get("references") or []
+        state = cast(MoAAgentState, request.state)
         # The agent's model takes the aggregator's place, in the guidance as elsewhere.
-        self.preset = preset.model_copy(update={"aggregator": _acting_spec(request.model)})
-        self.rounds = tool_rounds(state["messages"])
-        emit(aggregator_event(self.preset.aggregator.label, references))
-        messages: list[AnyMessage] = list(request.messages)
-        if enabled_slots(models):
-            guidance = render_guidance(self.preset, references, raw=state.get("reference_raw"))
-            step = guidance_step(preset, state.get("reference_step", 1))
-            messages = cast("list[AnyMessage]", aggregator_input(messages, guidance, step=step))
+        self.preset = models.preset.model_copy(update={"aggregator": _acting_spec(request.model)})
         # A tool choice of the agent's own, or a ToolStrategy (its output is a tool call), is
         # theirs to bound; a provider-side response_format is not a tool call: still bounded.
-        self.bounded = request.tool_choice in (None, "auto") and not isinstance(
+        bounded = request.tool_choice in (None, "auto") and not isinstance(
             request.response_format, ToolStrategy
         )
-        if self.bounded and request.tools and tools_spent(preset, self.rounds):
-            note = [*messages, tool_budget_note(preset)]
-            # create_agent binds a structured-output request without the request's
-            # tool_choice: there the note asks, and `check` is the bound.
-            if request.response_format is None:
-                self.request = request.override(messages=note, tool_choice="none")
-            else:
-                self.request = request.override(messages=note)
+        self.turn = aggregator_request(
+            self.preset,
+            state["messages"],
+            state.get("references") or [],
+            raw=state.get("reference_raw"),
+            reference_step=state.get("reference_step", 1),
+            consulted=bool(enabled_slots(models)),
+            tools=bool(request.tools),
+            bounded=bounded,
+        )
+        # The request's messages are the state's (create_agent adds the system prompt apart).
+        messages = cast("list[AnyMessage]", self.turn.messages)
+        if self.turn.answer_now and request.response_format is None:
+            self.request = request.override(messages=messages, tool_choice="none")
         else:
+            # create_agent binds a structured-output request without the request's
+            # tool_choice: there the note asks, and `check_reply` is the bound.
             self.request = request.override(messages=messages)
 
     @contextmanager
@@ -245,8 +243,7 @@ class _Step:
     def finish(self, response: ModelResponse[Any]) -> ExtendedModelResponse[Any]:
         """Hold the reply to the tool budget and add its usage to the turn's."""
         reply = _reply(response.result)
-        if self.bounded:
-            check_tool_budget(self.preset, self.rounds, reply)
+        check_reply(self.preset, self.turn, reply)
         usage = call_usage("aggregator", self.preset.aggregator, reply)
         return ExtendedModelResponse(response, Command(update={"usage": usage}))
 

@@ -10,41 +10,40 @@ chosen per run.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
 from langgraph.types import Command, Send
 
-from moa_graph.events import emit
-from moa_graph.failures import aggregator_error, aggregator_failures
-from moa_graph.guidance import aggregator_input, render_guidance
+from moa_graph.failures import aggregator_failures
 from moa_graph.models import PresetModels, aggregator_config
-from moa_graph.references import (
-    Outcome,
-    acall_reference,
-    answered,
-    call_reference,
-    enabled_slots,
-    layer_tasks,
-)
+from moa_graph.panel import layer_tasks
+from moa_graph.references import Outcome, acall_reference, call_reference
 from moa_graph.resolvers import PresetResolver
-from moa_graph.state import MoAState, ReferenceTask
+from moa_graph.state import MoAState, ReferenceTask, last_layer, raw_key
 from moa_graph.turn import (
-    aggregator_event,
+    AggregatorRequest,
+    aggregator_request,
     answering_model,
-    check_tool_budget,
+    check_reply,
     due_fan_out,
-    guidance_step,
+    enabled_slots,
+    next_layer,
     reference_view,
-    tool_budget_note,
-    tool_rounds,
-    tools_spent,
 )
 from moa_graph.usage import call_usage
 
-__all__ = ["MoANodes"]
+__all__ = ["AGGREGATOR", "FAN_OUT", "JOIN", "REFERENCE", "TOOLS", "MoANodes"]
+
+# The graph's node names (what Studio shows, `stream(subgraphs=True)` reports, and a parent
+# graph's `interrupt_before` takes).
+FAN_OUT: Final = "fan_out"
+REFERENCE: Final = "reference"
+JOIN: Final = "join"
+AGGREGATOR: Final = "aggregator"
+TOOLS: Final = "tools"
 
 
 class MoANodes:
@@ -86,55 +85,47 @@ class MoANodes:
     def after_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
         """Start the next layer, if the preset has one and this layer answered; else aggregate."""
         if _last_layer(state):
-            return "aggregator"
+            return AGGREGATOR
         return _next_layer(state, self.resolver.models())
 
     async def aafter_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
         """Async `after_join`."""
         if _last_layer(state):
-            return "aggregator"
+            return AGGREGATOR
         return _next_layer(state, await self.resolver.amodels())
 
     def after_tools(self, state: MoAState) -> Literal["fan_out", "aggregator"]:
         """After a tool round: back through `fan_out` when references may re-run this turn."""
-        return "aggregator" if self.resolver.models().preset.fanout == "per_turn" else "fan_out"
+        return _after_tools(self.resolver.models())
 
     async def aafter_tools(self, state: MoAState) -> Literal["fan_out", "aggregator"]:
         """Async `after_tools`."""
-        models = await self.resolver.amodels()
-        return "aggregator" if models.preset.fanout == "per_turn" else "fan_out"
+        return _after_tools(await self.resolver.amodels())
 
     def aggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (sync)."""
         models = self.resolver.models()
-        rounds = tool_rounds(state["messages"])
-        model, messages = _aggregator_call(state, models, rounds)
+        request = _aggregator_request(state, models)
         with aggregator_failures(models.preset.aggregator.label):
-            reply = model.invoke(messages, config=aggregator_config(models.preset.aggregator))
-        return self._aggregator_update(models, reply, rounds)
+            reply = _acting(models, request).invoke(
+                request.messages, config=aggregator_config(models.preset.aggregator)
+            )
+        return self._aggregator_update(models, request, reply)
 
     async def aaggregator(self, state: MoAState) -> dict[str, Any]:
         """Call the acting model with the conversation and the guidance (async)."""
         models = await self.resolver.amodels()
-        rounds = tool_rounds(state["messages"])
-        model, messages = _aggregator_call(state, models, rounds)
+        request = _aggregator_request(state, models)
         with aggregator_failures(models.preset.aggregator.label):
-            reply = await model.ainvoke(
-                messages, config=aggregator_config(models.preset.aggregator)
+            reply = await _acting(models, request).ainvoke(
+                request.messages, config=aggregator_config(models.preset.aggregator)
             )
-        return self._aggregator_update(models, reply, rounds)
+        return self._aggregator_update(models, request, reply)
 
     def _aggregator_update(
-        self, models: PresetModels, reply: BaseMessage, rounds: int
+        self, models: PresetModels, request: AggregatorRequest, reply: BaseMessage
     ) -> dict[str, Any]:
-        check_tool_budget(models.preset, rounds, reply)
-        invalid = getattr(reply, "invalid_tool_calls", None)
-        if invalid and not getattr(reply, "tool_calls", None):
-            # Nothing to run and nothing to say: fail the step (resumably) rather than end
-            # the turn on a reply that is neither an answer nor a usable tool call.
-            names = ", ".join(str(call.get("name")) for call in invalid)
-            error = ValueError(f"tool call with invalid JSON arguments ({names})")
-            raise aggregator_error(models.preset.aggregator.label, error)
+        check_reply(models.preset, request, reply, runs_tools=True)
         if isinstance(reply, AIMessage) and reply.name is None:
             reply.name = self.name
         return {
@@ -145,9 +136,9 @@ class MoANodes:
 
 def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
     messages, preset = state["messages"], models.preset
-    due = due_fan_out(messages, preset, state.get("reference_turn"))
+    due = due_fan_out(messages, preset, state.get("reference_turn"), state.get("reference_step", 1))
     if due is None:
-        return Command(goto="aggregator")
+        return Command(goto=AGGREGATOR)
     update: dict[str, Any] = {
         "references": [],
         "reference_results": None,
@@ -160,52 +151,50 @@ def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
         update["usage"] = None  # usage covers the whole turn, re-runs included
     tasks = layer_tasks(models, reference_view(messages, preset))
     if not tasks:
-        return Command(update=update, goto="aggregator")
-    return Command(update=update, goto=[Send("reference", task) for task in tasks])
+        return Command(update=update, goto=AGGREGATOR)
+    return Command(update=update, goto=[Send(REFERENCE, task) for task in tasks])
 
 
 def _last_layer(state: MoAState) -> bool:
     # Decided from the state alone, so that a state edit "as join" (Studio, outside any run
     # and its context) routes to the aggregator without resolving the preset.
-    layer = max((ref.get("layer", 1) for ref in state.get("references") or []), default=1)
-    return layer >= state.get("reference_layers", 1)
+    return last_layer(state.get("references") or []) >= state.get("reference_layers", 1)
 
 
 def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["aggregator"]:
     # A routing function, not part of `join`: a state edit "as join" (Studio) routes again.
-    references = state.get("references") or []
-    layer = max((ref.get("layer", 1) for ref in references), default=models.preset.layers)
-    current = [ref for ref in references if ref.get("layer", 1) == layer]
-    previous = answered(current, state.get("reference_raw"))
-    if layer >= models.preset.layers or not previous:
-        return "aggregator"
+    following = next_layer(models.preset, state.get("references") or [], state.get("reference_raw"))
+    if following is None:
+        return AGGREGATOR
+    layer, previous = following
     view = reference_view(state["messages"], models.preset)
-    tasks = layer_tasks(models, view, layer=layer + 1, previous=previous)
-    return [Send("reference", task) for task in tasks]
+    tasks = layer_tasks(models, view, layer=layer, previous=previous)
+    return [Send(REFERENCE, task) for task in tasks]
 
 
-def _aggregator_call(
-    state: MoAState, models: PresetModels, rounds: int
-) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage]]:
-    """The aggregator to call after `rounds` tool rounds, and its input (guidance included).
-
-    Acting (bound to the tools), or answering once the preset's tool rounds are spent.
-    """
-    messages = _aggregator_messages(state, models)
-    if not (models.tools and tools_spent(models.preset, rounds)):
-        return models.acting(), messages
-    answering = answering_model(models.aggregator(), models.tools)
-    return answering, [*messages, tool_budget_note(models.preset)]
+def _aggregator_request(state: MoAState, models: PresetModels) -> AggregatorRequest:
+    return aggregator_request(
+        models.preset,
+        state["messages"],
+        state.get("references") or [],
+        raw=state.get("reference_raw"),
+        reference_step=state.get("reference_step", 1),
+        consulted=bool(enabled_slots(models)),
+        tools=bool(models.tools),
+    )
 
 
-def _aggregator_messages(state: MoAState, models: PresetModels) -> list[BaseMessage]:
-    references = state.get("references") or []
-    emit(aggregator_event(models.preset.aggregator.label, references))
-    if not enabled_slots(models):
-        return list(state["messages"])
-    guidance = render_guidance(models.preset, references, raw=state.get("reference_raw"))
-    step = guidance_step(models.preset, state.get("reference_step", 1))
-    return aggregator_input(state["messages"], guidance, step=step)
+def _acting(
+    models: PresetModels, request: AggregatorRequest
+) -> Runnable[LanguageModelInput, BaseMessage]:
+    """Acting (bound to the tools), or answering once the preset's tool rounds are spent."""
+    if request.answer_now:
+        return answering_model(models.aggregator(), models.tools)
+    return models.acting()
+
+
+def _after_tools(models: PresetModels) -> Literal["fan_out", "aggregator"]:
+    return AGGREGATOR if models.preset.fanout_interval is None else FAN_OUT
 
 
 def _reference_update(outcome: Outcome) -> dict[str, Any]:
@@ -213,7 +202,5 @@ def _reference_update(outcome: Outcome) -> dict[str, Any]:
     if outcome.usage is not None:
         update["usage"] = outcome.usage
     if outcome.raw is not None:
-        update["reference_raw"] = {
-            f"{outcome.answer.get('layer', 1)}:{outcome.answer['index']}": outcome.raw
-        }
+        update["reference_raw"] = {raw_key(outcome.answer): outcome.raw}
     return update

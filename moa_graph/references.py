@@ -1,9 +1,9 @@
-"""Calling reference models, one slot at a time or a whole panel.
-
-The graph's `reference` node runs one slot per task; the chat-model facade runs the whole
-panel, every slot of every layer.
+"""Calling one reference slot: its input, its time limits and its outcome.
 
 A slot is one call: a reference model with `samples: k` has k slots, labelled `#1`..`#k`.
+The graph's `reference` node runs one slot per task; `moa_graph.panel` runs a whole panel
+(every slot of every layer) for `MoAChatModel` and `MoAMiddleware`.
+
 Every outcome is a `ReferenceAnswer`: an exception or a timeout becomes `failed`, a `moa`
 provider is `skipped` without a call, an empty answer is marked, and an answer longer than
 the preset's `max_reference_chars` is cut to it (with a marker) before anything keeps it.
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from functools import partial
@@ -31,28 +31,17 @@ from moa_graph import direct, prompts
 from moa_graph.config import Preset
 from moa_graph.events import emit
 from moa_graph.failures import describe_error, exception_chain
-from moa_graph.models import PresetModels, Slot, reference_config, reference_slots
-from moa_graph.privacy import model_text, redact
+from moa_graph.models import PresetModels, Slot, reference_config
+from moa_graph.privacy import redact
 from moa_graph.quoting import cap_reference, quote_answers
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
-from moa_graph.usage import Usage, add_usage, call_usage
+from moa_graph.usage import Usage, call_usage
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
-__all__ = [
-    "Advice",
-    "Outcome",
-    "Slot",
-    "acall_panel",
-    "acall_reference",
-    "call_panel",
-    "call_reference",
-    "enabled_slots",
-    "layer_tasks",
-    "reference_slots",
-]
+__all__ = ["Outcome", "ReferenceProtocolError", "acall_reference", "call_reference"]
 
 _BACKSTOP_GRACE_S = 1.0
 """How long past its budget a direct request is awaited (its own timeout ends it first)."""
@@ -75,55 +64,6 @@ class Outcome:
     answer: ReferenceAnswer
     usage: Usage | None
     raw: str | None = None
-
-
-@dataclass
-class Advice:
-    """A whole panel's work for one user turn (or step): every layer's answers."""
-
-    answers: list[ReferenceAnswer] = field(default_factory=list)
-    usage: Usage | None = None
-    raw: dict[str, str] = field(default_factory=dict)
-    step: int = 1
-    """The aggregator step of the turn the panel ran at: where its guidance goes."""
-
-    def add(self, outcomes: Sequence[Outcome]) -> None:
-        """Take in one layer's outcomes, in preset order."""
-        for outcome in sorted(outcomes, key=lambda o: o.answer["index"]):
-            self.answers.append(outcome.answer)
-            if outcome.usage is not None:
-                self.usage = add_usage(self.usage, outcome.usage)
-            if outcome.raw is not None:
-                self.raw[_raw_key(outcome.answer)] = outcome.raw
-
-
-def enabled_slots(models: PresetModels) -> list[Slot]:
-    """The slots to run in a fan-out (none for a disabled preset)."""
-    if not models.preset.enabled:
-        return []
-    return [slot for slot in models.slots if slot.spec.enabled]
-
-
-def layer_tasks(
-    models: PresetModels,
-    view: list[BaseMessage],
-    *,
-    layer: int = 1,
-    previous: list[tuple[str, str]] | None = None,
-) -> list[ReferenceTask]:
-    """One task per enabled slot for a fan-out of `layer`, sharing `view` and one deadline."""
-    deadline = models.preset.references_deadline_s
-    deadline_at = time.time() + deadline if deadline is not None else None
-    return [
-        ReferenceTask(
-            index=slot.index,
-            view=view,
-            layer=layer,
-            previous=previous or [],
-            deadline_at=deadline_at,
-        )
-        for slot in enabled_slots(models)
-    ]
 
 
 def call_reference(
@@ -169,60 +109,6 @@ async def acall_reference(
     except Exception as exc:
         return attempt.failed(exc)
     return attempt.answered(reply)
-
-
-def call_panel(
-    models: PresetModels, view: list[BaseMessage], *, callbacks: Callbacks = None
-) -> Advice:
-    """Run every layer of the panel, each layer's slots concurrently in threads."""
-    advice = Advice()
-    previous: list[tuple[str, str]] = []
-    for layer in range(1, models.preset.layers + 1):
-        tasks = layer_tasks(models, view, layer=layer, previous=previous)
-        if not tasks:
-            break
-        # ContextThreadPoolExecutor carries the caller's context (LangGraph's stream writer).
-        with ContextThreadPoolExecutor(max_workers=len(tasks)) as pool:
-            outcomes = list(
-                pool.map(lambda t: call_reference(models, t, callbacks=callbacks), tasks)
-            )
-        advice.add(outcomes)
-        previous = answered(outcomes, advice.raw)
-        if not previous:
-            break
-    return advice
-
-
-async def acall_panel(
-    models: PresetModels, view: list[BaseMessage], *, callbacks: Callbacks = None
-) -> Advice:
-    """Run every layer of the panel, each layer's slots concurrently as tasks."""
-    advice = Advice()
-    previous: list[tuple[str, str]] = []
-    for layer in range(1, models.preset.layers + 1):
-        tasks = layer_tasks(models, view, layer=layer, previous=previous)
-        if not tasks:
-            break
-        outcomes = await asyncio.gather(
-            *(acall_reference(models, t, callbacks=callbacks) for t in tasks)
-        )
-        advice.add(outcomes)
-        previous = answered(outcomes, advice.raw)
-        if not previous:
-            break
-    return advice
-
-
-def answered(
-    outcomes: Sequence[Outcome | ReferenceAnswer], raw: dict[str, str] | None
-) -> list[tuple[str, str]]:
-    """(label, text models read) of the successful answers, in preset order."""
-    answers = [o.answer if isinstance(o, Outcome) else o for o in outcomes]
-    return [
-        (a["label"], model_text(a, raw))
-        for a in sorted(answers, key=lambda a: a["index"])
-        if a["status"] == "ok"
-    ]
 
 
 class _Timeout(Exception):
@@ -420,10 +306,6 @@ def _finish(models: PresetModels, answer: ReferenceAnswer, usage: Usage | None) 
 
 def _usage(slot: Slot, reply: BaseMessage) -> Usage:
     return call_usage("reference", slot.spec, reply)
-
-
-def _raw_key(answer: ReferenceAnswer) -> str:
-    return f"{answer.get('layer', 1)}:{answer['index']}"
 
 
 def _elapsed_ms(started: float) -> float:

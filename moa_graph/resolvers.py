@@ -26,15 +26,41 @@ from langgraph.prebuilt.tool_node import INVALID_TOOL_NAME_ERROR_TEMPLATE, ToolC
 from langgraph.runtime import get_runtime
 from langgraph.types import Command
 
-from moa_graph.config import MoAConfig, config_file, load_config
+from moa_graph.config import MoAConfig, Preset, config_file, load_config
 from moa_graph.context import MoAContext
 from moa_graph.models import PresetModels
 from moa_graph.providers import ModelFactory
 from moa_graph.tools import calculator
 
-__all__ = ["ContextPreset", "FixedPreset", "PresetResolver", "configured_tools"]
+__all__ = [
+    "ConfigSource",
+    "ContextPreset",
+    "FixedPreset",
+    "PresetResolver",
+    "configured_tools",
+    "resolve_preset",
+]
 
 _ToolResult = ToolMessage | Command[Any]
+
+ConfigSource = MoAConfig | str | os.PathLike[str] | Mapping[str, Any] | None
+"""A `MoAConfig`, or anything `load_config` takes."""
+
+
+def resolve_preset(
+    preset: Preset | str, config: ConfigSource = None
+) -> tuple[Preset, MoAConfig | None]:
+    """Return the `Preset` to run and the config it came from.
+
+    The config is None for a `Preset` object given without one.
+
+    Raises:
+        ConfigError: The config cannot be loaded or has no such preset.
+    """
+    if isinstance(preset, Preset) and config is None:
+        return preset, None
+    loaded = config if isinstance(config, MoAConfig) else load_config(config)
+    return (preset if isinstance(preset, Preset) else loaded.preset(preset)), loaded
 
 
 class PresetResolver(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, BaseMessage
@@ -12,7 +13,15 @@ from typing_extensions import TypedDict
 
 from moa_graph.usage import Usage, add_usage
 
-__all__ = ["MoAOutput", "MoAState", "ReferenceAnswer", "ReferenceTask"]
+__all__ = [
+    "MoAOutput",
+    "MoAState",
+    "ReferenceAnswer",
+    "ReferenceTask",
+    "last_layer",
+    "layer_answers",
+    "raw_key",
+]
 
 
 class ReferenceAnswer(TypedDict):
@@ -94,3 +103,24 @@ class ReferenceTask(TypedDict):
     """Layer k > 1: the previous layer's successful answers, as (label, text)."""
     deadline_at: NotRequired[float | None]
     """Wall-clock time (`time.time()`) after which the task gives up."""
+
+
+def raw_key(answer: ReferenceAnswer) -> str:
+    """The key of an answer's unredacted text in `reference_raw`: `"<layer>:<index>"`."""
+    return f"{answer.get('layer', 1)}:{answer['index']}"
+
+
+def last_layer(references: Iterable[ReferenceAnswer]) -> int:
+    """The highest layer among the answers (1 when there are none)."""
+    return max((ref.get("layer", 1) for ref in references), default=1)
+
+
+def layer_answers(
+    references: Iterable[ReferenceAnswer], layer: int | None = None
+) -> list[ReferenceAnswer]:
+    """The answers of one layer (default: the last) in preset order."""
+    references = list(references)
+    wanted = last_layer(references) if layer is None else layer
+    return sorted(
+        (ref for ref in references if ref.get("layer", 1) == wanted), key=lambda ref: ref["index"]
+    )

@@ -1,20 +1,34 @@
-"""Decisions about one user turn that every front-end shares: its step count and tool budget.
+"""The MoA turn: every decision a front-end needs, in one place.
+
+The graph's nodes (`moa_graph.nodes`), `MoAChatModel` and `MoAMiddleware` are adapters
+over this module: they store what ran where their host keeps state (graph state, a cache,
+the agent's state) and call models their host's way, but what is decided comes from here.
 
 A turn begins at the latest human message. Each aggregator call in it is a *step*: step 1
 answers the human message, and each tool round (an assistant turn with tool calls and its
-results) adds one. The graph's nodes and `MoAChatModel` ask these functions, so the two
-front-ends count steps and spend the tool budget the same way.
+results) adds one.
 
-Whether references are due before a step (`fanout_due`), what they see (`reference_view`)
-and where their guidance goes (`guidance_step`) are decided here too, for the graph's nodes
-and `MoAMiddleware` (`MoAChatModel` still keys its advice cache by its own schedule buckets).
+- **When references run** (`due_fan_out`, `fanout_due`, `serving_step`): at the turn's
+  first step (wherever the turn is picked up), and under `every_step` / `every_n:N` again
+  at steps 1+N, 1+2N, ...; never twice for one step.
+- **Which slots run** (`enabled_slots`) and **what they see** (`reference_view`).
+- **Layers** (`next_layer`): a layer follows while the preset has more and the previous
+  one had answers, which it builds on (`answered`).
+- **Where the guidance goes and what the acting model gets** (`aggregator_request`):
+  the conversation with the guidance after the turn's human message (or where a re-run's
+  references ran), the `moa_aggregator` event, and on the last step of a spent tool budget
+  a note to answer now.
+- **The tool budget** (`Preset.max_tool_rounds`, `check_reply`): it counts tool rounds
+  (assistant messages of the turn that call tools). Once it is spent, the acting model (when
+  it has tools) is asked once more with its tools still described but `tool_choice="none"`
+  and a note to answer now, so a looping agent ends with an answer and nothing already paid
+  is thrown away. A reply that calls tools even then ends the turn with `MoAToolLoopError`.
 
-The tool budget (`Preset.max_tool_rounds`) counts tool rounds: assistant messages of the
-turn that call tools. Once it is spent, the aggregator (when it has tools) is asked once
-more with its tools still described but `tool_choice="none"` and a note to answer now, so a
-looping agent ends with an answer and nothing already paid is thrown away. A reply that
-calls tools even then ends the turn with `MoAToolLoopError`, tools or not (a model can
-call a tool it was never given).
+Running the references is `moa_graph.references` (one slot) and `moa_graph.panel` (a whole
+panel, for the front-ends that run it in one call); their answers are `ReferenceAnswer`s.
+
+Adding a stage (a judge, a quorum) means a decision here, its prompt in `prompts.py`, and
+each adapter calling it where its host runs that stage.
 """
 
 from __future__ import annotations
@@ -30,21 +44,30 @@ from langchain_core.runnables import Runnable
 from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.errors import MoAToolLoopError
-from moa_graph.events import AggregatorEvent
-from moa_graph.state import ReferenceAnswer
+from moa_graph.events import AggregatorEvent, emit
+from moa_graph.failures import aggregator_error
+from moa_graph.guidance import aggregator_input, render_guidance
+from moa_graph.models import PresetModels, Slot
+from moa_graph.privacy import model_text
+from moa_graph.state import ReferenceAnswer, last_layer, layer_answers
 from moa_graph.trimming import last_human_index, reference_messages
 
 __all__ = [
+    "AggregatorRequest",
     "FanOut",
     "aggregator_event",
+    "aggregator_request",
     "aggregator_step",
+    "answered",
     "answering_model",
-    "check_tool_budget",
+    "check_reply",
     "due_fan_out",
+    "enabled_slots",
     "fanout_due",
     "guidance_step",
+    "next_layer",
     "reference_view",
-    "tool_budget_note",
+    "serving_step",
     "tool_rounds",
     "tools_spent",
     "turn_marker",
@@ -83,14 +106,28 @@ def turn_marker(messages: Sequence[BaseMessage], turn_at: int) -> str:
     return messages[turn_at].id or f"#{turn_at}"
 
 
-def fanout_due(preset: Preset, *, fresh: bool, step: int) -> bool:
-    """Whether references run before aggregator step `step`.
+def serving_step(preset: Preset, step: int, first_step: int) -> int:
+    """The step whose fan-out serves step `step` of a turn whose first fan-out ran at `first_step`.
 
-    Always at a new turn (`fresh`); within a turn only under a re-running schedule, at
-    steps 1, 1+N, 1+2N, ... (`every_step` is N = 1).
+    Per turn, the first one; under a re-running schedule (`every_step` is N = 1) the latest
+    of steps 1, 1+N, 1+2N, ... up to `step`, or the first one if that came later (a turn
+    picked up mid-way).
     """
     interval = preset.fanout_interval
-    return fresh or (interval is not None and (step - 1) % interval == 0)
+    if interval is None:
+        return first_step
+    return max(first_step, step - (step - 1) % interval)
+
+
+def fanout_due(preset: Preset, *, step: int, ran_step: int | None) -> bool:
+    """Whether references run before step `step`, given the step this turn's latest ran for.
+
+    Always when none ran yet this turn (`ran_step` None); then only when the schedule
+    serves `step` by a fan-out of its own, and never twice for one step.
+    """
+    if ran_step is None:
+        return True
+    return ran_step != step and serving_step(preset, step, ran_step) == step
 
 
 @dataclass(frozen=True)
@@ -106,9 +143,12 @@ class FanOut:
 
 
 def due_fan_out(
-    messages: Sequence[BaseMessage], preset: Preset, reference_turn: str | None
+    messages: Sequence[BaseMessage],
+    preset: Preset,
+    reference_turn: str | None,
+    reference_step: int = 1,
 ) -> FanOut | None:
-    """The fan-out due before the next step, given the turn whose references already ran.
+    """The fan-out due before the next step, given the turn and step the latest ran for.
 
     Raises:
         ValueError: The conversation has no user message.
@@ -116,8 +156,17 @@ def due_fan_out(
     at = turn_start(messages)
     step = aggregator_step(messages, at)
     turn = turn_marker(messages, at)
-    fresh = reference_turn != turn
-    return FanOut(turn, step, fresh) if fanout_due(preset, fresh=fresh, step=step) else None
+    ran_step = reference_step if reference_turn == turn else None
+    if not fanout_due(preset, step=step, ran_step=ran_step):
+        return None
+    return FanOut(turn, step, fresh=ran_step is None)
+
+
+def enabled_slots(models: PresetModels) -> list[Slot]:
+    """The slots a fan-out runs, in preset order (none for a disabled preset)."""
+    if not models.preset.enabled:
+        return []
+    return [slot for slot in models.slots if slot.spec.enabled]
 
 
 def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
@@ -127,6 +176,30 @@ def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[Base
         tool_activity=preset.fanout_interval is not None,
         tool_result_budget=preset.reference_tool_result_budget,
     )
+
+
+def answered(
+    references: Sequence[ReferenceAnswer], raw: dict[str, str] | None
+) -> list[tuple[str, str]]:
+    """(label, text models read) of the successful answers, in preset order."""
+    ordered = sorted(references, key=lambda ref: ref["index"])
+    return [(ref["label"], model_text(ref, raw)) for ref in ordered if ref["status"] == "ok"]
+
+
+def next_layer(
+    preset: Preset, references: Sequence[ReferenceAnswer], raw: dict[str, str] | None
+) -> tuple[int, list[tuple[str, str]]] | None:
+    """The layer to run after the answers so far, with the answers it builds on; None: aggregate.
+
+    A layer follows while the preset has more and the latest layer had answers.
+    """
+    if not references:
+        return None
+    layer = last_layer(references)
+    previous = answered(layer_answers(references, layer), raw)
+    if layer >= preset.layers or not previous:
+        return None
+    return layer + 1, previous
 
 
 def guidance_step(preset: Preset, reference_step: int) -> int:
@@ -141,15 +214,92 @@ def guidance_step(preset: Preset, reference_step: int) -> int:
 
 def aggregator_event(label: str, references: Sequence[ReferenceAnswer]) -> AggregatorEvent:
     """The `moa_aggregator` event of a step: how many of the last layer's references answered."""
-    last = max((ref.get("layer", 1) for ref in references), default=1)
     return {
         "type": "moa_aggregator",
         "label": label,
         "status": "running",
-        "references_ok": sum(
-            ref["status"] == "ok" and ref.get("layer", 1) == last for ref in references
-        ),
+        "references_ok": sum(ref["status"] == "ok" for ref in layer_answers(references)),
     }
+
+
+@dataclass(frozen=True)
+class AggregatorRequest:
+    """What the acting model is asked at one step."""
+
+    messages: list[BaseMessage]
+    """The conversation with the guidance placed (and the note to answer, on a last step)."""
+    answer_now: bool
+    """The tool budget is spent: ask with `tool_choice="none"` (`answering_model`)."""
+    rounds: int
+    """The turn's tool rounds so far."""
+    bounded: bool
+    """Whether the reply is held to the tool budget (`check_reply`)."""
+
+
+def aggregator_request(
+    preset: Preset,
+    messages: Sequence[BaseMessage],
+    references: Sequence[ReferenceAnswer],
+    *,
+    raw: dict[str, str] | None,
+    reference_step: int,
+    consulted: bool,
+    tools: bool,
+    bounded: bool = True,
+) -> AggregatorRequest:
+    """The acting model's input at this step; emits the step's `moa_aggregator` event.
+
+    Args:
+        preset: The preset (its `aggregator` names the acting model in the guidance).
+        messages: The conversation as stored (no guidance in it).
+        references: The answers of the turn's latest fan-out.
+        raw: The unredacted texts (`reference_raw`).
+        reference_step: The step the latest fan-out ran for.
+        consulted: The preset has references to run (False: the conversation is sent as is).
+        tools: The acting model has tools.
+        bounded: The caller lets the tool budget bound this step (False when it forces a
+            tool choice of its own: structured output, `tool_choice="required"`).
+    """
+    emit(aggregator_event(preset.aggregator.label, references))
+    stored = list(messages)
+    rounds = tool_rounds(stored)
+    shown = stored
+    if consulted:
+        guidance = render_guidance(preset, references, raw=raw)
+        shown = aggregator_input(stored, guidance, step=guidance_step(preset, reference_step))
+    answer_now = bounded and tools and tools_spent(preset, rounds)
+    if answer_now:
+        shown.append(
+            HumanMessage(content=prompts.TOOL_ROUNDS_SPENT.format(rounds=preset.max_tool_rounds))
+        )
+    return AggregatorRequest(shown, answer_now, rounds, bounded)
+
+
+def check_reply(
+    preset: Preset, request: AggregatorRequest, reply: BaseMessage, *, runs_tools: bool = False
+) -> None:
+    """Refuse a reply the turn cannot go on with.
+
+    Args:
+        preset: The preset.
+        request: What the acting model was asked.
+        reply: Its reply.
+        runs_tools: The front-end runs the tool calls itself (the graph): a reply whose only
+            tool calls have invalid arguments can neither run nor end the turn.
+
+    Raises:
+        MoAToolLoopError: The reply calls tools although the budget is spent.
+        MoAAggregatorError: `runs_tools`, and the reply has only invalid tool calls.
+    """
+    if request.bounded and _tool_calls(reply) and tools_spent(preset, request.rounds):
+        raise MoAToolLoopError(preset.name, preset.max_tool_rounds)
+    invalid = getattr(reply, "invalid_tool_calls", None)
+    if runs_tools and invalid and not getattr(reply, "tool_calls", None):
+        # Nothing to run and nothing to say: fail the step (resumably) rather than end
+        # the turn on a reply that is neither an answer nor a usable tool call.
+        names = ", ".join(str(call.get("name")) for call in invalid)
+        error = ValueError(f"tool call with invalid JSON arguments ({names})")
+        raise aggregator_error(preset.aggregator.label, error)
 
 
 def tool_rounds(messages: Sequence[BaseMessage], turn_at: int | None = None) -> int:
@@ -169,11 +319,6 @@ def tools_spent(preset: Preset, rounds: int) -> bool:
     return rounds >= preset.max_tool_rounds
 
 
-def tool_budget_note(preset: Preset) -> HumanMessage:
-    """The ephemeral note that ends the aggregator's input on its last step."""
-    return HumanMessage(content=prompts.TOOL_ROUNDS_SPENT.format(rounds=preset.max_tool_rounds))
-
-
 def answering_model(
     aggregator: BaseChatModel, tools: Sequence[Any], **kwargs: Any
 ) -> Runnable[LanguageModelInput, BaseMessage]:
@@ -181,22 +326,12 @@ def answering_model(
 
     The tools stay in the request (some providers refuse a conversation with tool calls
     but no tools); a model whose `bind_tools` does not take `tool_choice` gets them plain,
-    and `check_tool_budget` is the bound then. `kwargs` are other `bind_tools` options.
+    and `check_reply` is the bound then. `kwargs` are other `bind_tools` options.
     """
     try:
         return aggregator.bind_tools(tools, **{**kwargs, "tool_choice": "none"})
     except (TypeError, ValueError):
         return aggregator.bind_tools(tools, **kwargs)
-
-
-def check_tool_budget(preset: Preset, rounds: int, reply: BaseMessage) -> None:
-    """Refuse a reply that asks for tools once the budget is spent (the loop's hard bound).
-
-    Raises:
-        MoAToolLoopError: The reply calls tools although `rounds` used up the budget.
-    """
-    if _tool_calls(reply) and tools_spent(preset, rounds):
-        raise MoAToolLoopError(preset.name, preset.max_tool_rounds)
 
 
 def _tool_calls(message: BaseMessage) -> list[Any]:

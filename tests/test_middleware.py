@@ -9,12 +9,12 @@ import pytest
 from langchain.agents import create_agent
 from langchain.agents.middleware import AgentMiddleware, PIIMiddleware
 from langchain.agents.structured_output import ProviderStrategy
-from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
+from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from langgraph.checkpoint.memory import InMemorySaver
 from pydantic import BaseModel
 
-from moa_graph import MoAChatModel, MoAMiddleware, MoAToolLoopError, build_moa_graph
+from moa_graph import MoAMiddleware, MoAToolLoopError
 from moa_graph.prompts import GUIDANCE_TITLE, TOOL_ROUNDS_SPENT
 from moa_graph.testing import StubServer
 from moa_graph.tools import calculator
@@ -278,45 +278,6 @@ def test_pii_middleware_before_it_keeps_the_address_from_every_model(stub):
     assert len(sent) == 4
     assert not any("ada@example.com" in body for body in sent)
     assert out["messages"][-1].content == "The result is 391."
-
-
-@pytest.mark.parametrize(
-    "conversation",
-    [
-        pytest.param([HumanMessage(QUESTION)], id="first-turn"),
-        pytest.param(
-            [
-                HumanMessage("Look up 6 * 7 and explain it."),
-                AIMessage(
-                    "Let me check with the calculator first.",
-                    tool_calls=[
-                        {"name": "calculator", "args": {"expression": "6 * 7"}, "id": "c1"}
-                    ],
-                ),
-                ToolMessage("42", tool_call_id="c1"),
-            ],
-            id="picked-up-mid-way",
-        ),
-    ],
-)
-def test_the_references_receive_what_the_graphs_do(stub, conversation):
-    config = _config(stub.url)
-    graph = build_moa_graph("review", tools=[calculator], config=config).compile()
-    graph.invoke({"messages": conversation})
-    through_graph = {name: stub.requests(name) for name in ("alpha", "beta")}
-    stub.reset()
-
-    _agent(stub).invoke({"messages": conversation})
-    through_middleware = {name: stub.requests(name) for name in ("alpha", "beta")}
-    stub.reset()
-
-    chat_model = MoAChatModel(preset="review", config=config)
-    create_agent(chat_model, tools=[calculator]).invoke({"messages": conversation})
-    through_chat_model = {name: stub.requests(name) for name in ("alpha", "beta")}
-
-    assert through_middleware == through_graph
-    assert through_chat_model == through_graph
-    assert len(through_graph["alpha"]) == 1
 
 
 def test_import_moa_graph_needs_no_langchain_agents():

@@ -1,0 +1,117 @@
+"""Running a whole panel of references: every enabled slot of every layer, in parallel.
+
+The graph runs a panel as `reference` tasks (one `Send` per slot, `join` between layers);
+`MoAChatModel` and `MoAMiddleware` run it here, in one call. Both take each layer's tasks
+from `layer_tasks` and ask `moa_graph.turn.next_layer` whether another layer follows, so a
+panel runs the same layers, on the same inputs, whichever front-end runs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+
+from langchain_core.callbacks import Callbacks
+from langchain_core.messages import BaseMessage
+from langchain_core.runnables.config import ContextThreadPoolExecutor
+
+from moa_graph.models import PresetModels
+from moa_graph.references import Outcome, acall_reference, call_reference
+from moa_graph.state import ReferenceAnswer, ReferenceTask, raw_key
+from moa_graph.turn import enabled_slots, next_layer
+from moa_graph.usage import Usage, add_usage
+
+__all__ = ["Advice", "acall_panel", "call_panel", "layer_tasks"]
+
+
+@dataclass
+class Advice:
+    """A whole panel's work for one fan-out: every layer's answers."""
+
+    answers: list[ReferenceAnswer] = field(default_factory=list)
+    usage: Usage | None = None
+    raw: dict[str, str] = field(default_factory=dict)
+    step: int = 1
+    """The aggregator step of the turn the panel ran for (its `reference_step`)."""
+
+    def add(self, outcomes: Sequence[Outcome]) -> None:
+        """Take in one layer's outcomes, in preset order."""
+        for outcome in sorted(outcomes, key=lambda o: o.answer["index"]):
+            self.answers.append(outcome.answer)
+            if outcome.usage is not None:
+                self.usage = add_usage(self.usage, outcome.usage)
+            if outcome.raw is not None:
+                self.raw[raw_key(outcome.answer)] = outcome.raw
+
+
+def layer_tasks(
+    models: PresetModels,
+    view: list[BaseMessage],
+    *,
+    layer: int = 1,
+    previous: list[tuple[str, str]] | None = None,
+) -> list[ReferenceTask]:
+    """One task per enabled slot for a fan-out of `layer`, sharing `view` and one deadline."""
+    deadline = models.preset.references_deadline_s
+    deadline_at = time.time() + deadline if deadline is not None else None
+    return [
+        ReferenceTask(
+            index=slot.index,
+            view=view,
+            layer=layer,
+            previous=previous or [],
+            deadline_at=deadline_at,
+        )
+        for slot in enabled_slots(models)
+    ]
+
+
+def call_panel(
+    models: PresetModels, view: list[BaseMessage], *, step: int = 1, callbacks: Callbacks = None
+) -> Advice:
+    """Run every layer of the panel, each layer's slots concurrently in threads."""
+    layers = _layers(models, view, step)
+    try:
+        tasks = next(layers)
+        while True:
+            # ContextThreadPoolExecutor carries the caller's context (LangGraph's stream writer).
+            with ContextThreadPoolExecutor(max_workers=len(tasks)) as pool:
+                outcomes = list(
+                    pool.map(lambda t: call_reference(models, t, callbacks=callbacks), tasks)
+                )
+            tasks = layers.send(outcomes)
+    except StopIteration as done:
+        advice: Advice = done.value
+        return advice
+
+
+async def acall_panel(
+    models: PresetModels, view: list[BaseMessage], *, step: int = 1, callbacks: Callbacks = None
+) -> Advice:
+    """Run every layer of the panel, each layer's slots concurrently as tasks."""
+    layers = _layers(models, view, step)
+    try:
+        tasks = next(layers)
+        while True:
+            calls = (acall_reference(models, t, callbacks=callbacks) for t in tasks)
+            tasks = layers.send(list(await asyncio.gather(*calls)))
+    except StopIteration as done:
+        advice: Advice = done.value
+        return advice
+
+
+def _layers(
+    models: PresetModels, view: list[BaseMessage], step: int
+) -> Generator[list[ReferenceTask], list[Outcome], Advice]:
+    """The panel's layers: yields each layer's tasks, takes their outcomes, returns the advice."""
+    advice = Advice(step=step)
+    layer, previous = 1, list[tuple[str, str]]()
+    while tasks := layer_tasks(models, view, layer=layer, previous=previous):
+        advice.add((yield tasks))
+        following = next_layer(models.preset, advice.answers, advice.raw)
+        if following is None:
+            break
+        layer, previous = following
+    return advice
