@@ -2,11 +2,12 @@
 
 Baselines (no graph): the bare-aiohttp floor, references awaited one after another, a thread
 pool of 8, and hand-gathered `ChatOpenAI` calls (the floor for anything on langchain-openai).
-moa_graph: the compiled graph (`ainvoke`) and `MoAChatModel`, as shipped (no `model_factory`)
-and with a `model_factory` that gives `ChatOpenAI` another HTTP transport: the OpenAI SDK's
-aiohttp client (`DefaultAioHttpClient`) or its httpx one, shared by every model on the base URL
-or one per model. A turn raises when it did not do the whole job (a reference failed), so
-every contender's `errors` mean the same thing.
+moa_graph: the compiled graph (`ainvoke`), `MoAChatModel` and `MoAMiddleware` in a
+`create_agent` agent, as shipped (no `model_factory`) and with a `model_factory` that gives
+`ChatOpenAI` another HTTP transport: the OpenAI SDK's aiohttp client (`DefaultAioHttpClient`)
+or its httpx one, shared by every model on the base URL or one per model. A turn raises
+when it did not do the whole job (a reference failed), so every contender's `errors` mean
+the same thing.
 """
 
 from __future__ import annotations
@@ -336,6 +337,41 @@ class _MoAChat:
         await self._clients.aclose()
 
 
+class _MoAMiddleware:
+    """`create_agent(ChatOpenAI, middleware=[MoAMiddleware(...)])`, one `ainvoke` per turn.
+
+    The agent's own model is the aggregator: a `ChatOpenAI` as a user writes it (the
+    langchain-openai default transport); the references go moa_graph's shipped way.
+    """
+
+    def __init__(self, setup: Setup, clients: _Clients) -> None:
+        from langchain.agents import create_agent
+
+        from moa_graph import MoAMiddleware
+
+        self._setup = setup
+        self._clients = clients
+        extra = {"references_deadline_s": setup.deadline_s} if setup.deadline_s else None
+        moa = MoAMiddleware(
+            PRESET,
+            config=moa_config(setup.url, setup.n_refs, extra=extra),
+            model_factory=clients.model_factory(setup.url),
+        )
+        self._agent = create_agent(clients.chat(setup.url, AGGREGATOR), middleware=[moa])
+
+    async def prepare(self, concurrency: int) -> None:
+        return None
+
+    async def turn(self, question: str) -> int:
+        out = await self._agent.ainvoke({"messages": [HumanMessage(question)]})
+        if not _text(out["messages"][-1]):
+            raise TurnFailed("the aggregator gave no answer")
+        return _answered([r["status"] for r in out.get("references", [])], self._setup)
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+
+
 def _answered(statuses: list[str], setup: Setup) -> int:
     """How many references answered; without a deadline, all of them must have."""
     if len(statuses) != setup.n_refs:
@@ -457,6 +493,16 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "MoAChatModel with a model_factory sharing one DefaultAioHttpClient; references "
             "through ChatOpenAI.ainvoke",
             lambda s: _MoAChat(s, _Clients("aiohttp")),
+            supports_deadline=True,
+        ),
+        _info(
+            "middleware",
+            "moa_graph",
+            _AS_SHIPPED,
+            _AS_SHIPPED,
+            "create_agent(ChatOpenAI, middleware=[MoAMiddleware(...)]).ainvoke, no "
+            "model_factory (the agent's model on the langchain-openai default transport)",
+            lambda s: _MoAMiddleware(s, _Clients(None)),
             supports_deadline=True,
         ),
     ]

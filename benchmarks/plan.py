@@ -20,6 +20,7 @@ _FANOUT = [
     "graph+aiohttp",
     "chat-model",
     "chat-model+aiohttp",
+    "middleware",
 ]
 _CONCURRENCY = [
     "raw-aiohttp",

@@ -22,6 +22,7 @@ _STYLE = {  # baselines dashed or dotted, moa_graph solid; one colour per conten
     "graph+aiohttp-per-model": ("#98df8a", "-"),
     "chat-model": ("#9467bd", "-"),
     "chat-model+aiohttp": ("#e377c2", "-"),
+    "middleware": ("#bcbd22", "-"),
 }
 
 
