@@ -95,3 +95,13 @@ TOOL_ROUNDS_SPENT = """\
 (You have used all {rounds} tool rounds this turn allows. Do not call tools again: answer \
 the user now from what you have, and say plainly what you could not check.)"""
 """Ends the aggregator's input on the step after `max_tool_rounds` tool rounds (ephemeral)."""
+
+ADVICE_PREDATES = (
+    GUIDANCE_TITLE
+    + """
+The guidance above was written at step {step} of this turn, before these tool calls ran: \
+{calls}. Weigh it with their results, and do not repeat a call only because the guidance \
+suggests it."""
+)
+"""Ends the aggregator's input when its guidance predates tool calls of the turn (ephemeral;
+under `every_step` / `every_n`, between two fan-outs)."""

@@ -16,8 +16,9 @@ results) adds one.
   one had answers, which it builds on (`answered`).
 - **Where the guidance goes and what the acting model gets** (`aggregator_request`):
   the conversation with the guidance after the turn's human message (or where a re-run's
-  references ran), the `moa_aggregator` event, and on the last step of a spent tool budget
-  a note to answer now.
+  references ran), the `moa_aggregator` event, a note naming the tool calls that ran since
+  a re-run's guidance was written (so the model does not repeat a call the advice
+  predates), and on the last step of a spent tool budget a note to answer now.
 - **The tool budget** (`Preset.max_tool_rounds`, `check_reply`): it counts tool rounds
   (assistant messages of the turn that call tools). Once it is spent, the acting model (when
   it has tools) is asked once more with its tools still described but `tool_choice="none"`
@@ -33,6 +34,7 @@ each adapter calling it where its host runs that stage.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -266,7 +268,11 @@ def aggregator_request(
     shown = stored
     if consulted:
         guidance = render_guidance(preset, references, raw=raw)
-        shown = aggregator_input(stored, guidance, step=guidance_step(preset, reference_step))
+        place = guidance_step(preset, reference_step)
+        shown = aggregator_input(stored, guidance, step=place)
+        since = _calls_after(stored, place - 1) if preset.fanout_interval is not None else []
+        if since:
+            shown.append(HumanMessage(content=_predates(place, since)))
     answer_now = bounded and tools and tools_spent(preset, rounds)
     if answer_now:
         shown.append(
@@ -332,6 +338,32 @@ def answering_model(
         return aggregator.bind_tools(tools, **{**kwargs, "tool_choice": "none"})
     except (TypeError, ValueError):
         return aggregator.bind_tools(tools, **kwargs)
+
+
+_LISTED_CALLS = 8
+"""How many of the tool calls since the guidance its note names (the rest are counted)."""
+_ARGUMENTS_CHARS = 120
+
+
+def _calls_after(messages: Sequence[BaseMessage], rounds: int) -> list[dict[str, Any]]:
+    """The tool calls of the turn's tool rounds after its first `rounds`, in order."""
+    at = turn_start(messages)
+    calling = [m for m in messages[at + 1 :] if _tool_calls(m)]
+    return [call for message in calling[rounds:] for call in _tool_calls(message)]
+
+
+def _predates(step: int, calls: Sequence[dict[str, Any]]) -> str:
+    def shown(call: dict[str, Any]) -> str:
+        arguments = call.get("args", call.get("args_json", ""))
+        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        if len(text) > _ARGUMENTS_CHARS:
+            text = text[:_ARGUMENTS_CHARS] + "..."
+        return f"{call.get('name')}({text})"
+
+    listed = [shown(call) for call in calls[:_LISTED_CALLS]]
+    if len(calls) > _LISTED_CALLS:
+        listed.append(f"{len(calls) - _LISTED_CALLS} more")
+    return prompts.ADVICE_PREDATES.format(step=step, calls=", ".join(listed))
 
 
 def _tool_calls(message: BaseMessage) -> list[Any]:

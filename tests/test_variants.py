@@ -16,7 +16,7 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.utils.function_calling import convert_to_openai_tool
 
 from moa_graph import ConfigError, MoAChatModel, build_moa_graph, load_config
-from moa_graph.prompts import GUIDANCE_TITLE
+from moa_graph.prompts import ADVICE_PREDATES, GUIDANCE_TITLE
 from moa_graph.providers import default_model_factory
 from moa_graph.tools import calculator
 from tests.fakes import tool_call
@@ -163,8 +163,17 @@ def _agent_loop(stub, fanout: str, rounds: int = 3) -> list[list[dict]]:
     return [request["messages"] for request in stub.requests("boss")]
 
 
+_NOTE = ADVICE_PREDATES.split("{step}")[0]
+
+
+def _is_note(message: dict) -> bool:
+    """The note that the guidance predates the turn's latest tool calls."""
+    return message["role"] == "user" and str(message["content"]).startswith(_NOTE)
+
+
 def _is_guidance(message: dict) -> bool:
-    return message["role"] == "user" and str(message["content"]).startswith(GUIDANCE_TITLE)
+    text = str(message["content"])
+    return message["role"] == "user" and text.startswith(GUIDANCE_TITLE) and not _is_note(message)
 
 
 def _wire(messages: list[dict]) -> list[str]:
@@ -207,11 +216,18 @@ def test_every_n_keeps_the_guidance_in_place_until_the_references_rerun(stub, lo
     first, second, third, fourth = loop(stub, "every_n:2")
 
     assert stub.stats() == {"alpha": 2, "beta": 2, "boss": 4}  # steps 1 and 3
-    # Steps 2 and 4 only add a tool round: the whole previous request is their prefix.
-    assert _starts_with(second, first) and len(second) == len(first) + 2
-    assert _starts_with(fourth, third) and len(fourth) == len(third) + 2
+    # Steps 2 and 4 add a tool round, and a note that the guidance predates its call: the
+    # whole previous request is their prefix.
+    assert _starts_with(second, first) and len(second) == len(first) + 3
+    assert _starts_with(fourth, third) and len(fourth) == len(third) + 3
+    for request, step, call in ((second, 1, "0 + 0"), (fourth, 3, "2 + 2")):
+        assert _is_note(request[-1]) and request[-2]["role"] == "tool"
+        note = request[-1]["content"]
+        assert f"at step {step} of this turn" in note
+        assert f'calculator({{"expression": "{call}"}})' in note
+    assert not any(_is_note(m) for m in (*first, *third)), "fresh guidance needs no note"
     # Step 3 re-ran the references: step 2's guidance is gone, the new one follows the results.
-    assert _starts_with(third, [m for m in second if not _is_guidance(m)])
+    assert _starts_with(third, [m for m in second if not _is_guidance(m) and not _is_note(m)])
     assert third[-2]["role"] == "tool" and _is_guidance(third[-1])
     for request in (first, second, third, fourth):
         assert sum(_is_guidance(m) for m in request) == 1
