@@ -48,6 +48,7 @@ __all__ = [
     "ToolPath",
     "config_file",
     "load_config",
+    "user_config_file",
 ]
 
 CONFIG_ENV_VAR = "MOA_GRAPH_CONFIG"
@@ -112,7 +113,16 @@ class ModelSpec(BaseModel):
     output_cost_per_mtok: float | None = None
     """Price in USD per million output tokens."""
     cached_input_cost_per_mtok: float | None = None
-    """Price per million input tokens served from the provider's cache (default: input)."""
+    """Price per million input tokens read from the provider's prompt cache."""
+    cache_write_cost_per_mtok: float | None = None
+    """Price per million input tokens written to the provider's prompt cache."""
+    reasoning_cost_per_mtok: float | None = None
+    """Price per million reasoning tokens (part of the output tokens)."""
+    requests_per_second: float | None = Field(default=None, gt=0)
+    """Requests this model may start per second in this process (on top of its provider's)."""
+    max_burst: int | None = Field(default=None, ge=1)
+    """Requests that may start at once after a quiet spell (default 1); needs
+    `requests_per_second`."""
     samples: int = Field(default=1, ge=1, le=32)
     """Self-MoA: independent samples of this reference, labelled `provider:model#1`.."""
     reference_timeout_s: float | None = Field(default=None, gt=0)
@@ -122,6 +132,11 @@ class ModelSpec(BaseModel):
     def label(self) -> str:
         """`provider:model`, the name a reference goes by in guidance and state."""
         return f"{self.provider}:{self.model}"
+
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> ModelSpec:
+        _check_burst(self.requests_per_second, self.max_burst)
+        return self
 
     @field_validator("provider")
     @classmethod
@@ -209,8 +224,25 @@ class ProviderSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     base_url: str | None = None
+    """The endpoint; an entry for a built-in provider without one keeps the built-in's
+    endpoint and key variable."""
     api_key_env: str | None = None
     """Environment variable holding the key; None means the endpoint needs no key."""
+    requests_per_second: float | None = Field(default=None, gt=0)
+    """Requests all models of this provider may start per second, together, in this process."""
+    max_burst: int | None = Field(default=None, ge=1)
+    """Requests that may start at once after a quiet spell (default 1); needs
+    `requests_per_second`."""
+
+    @model_validator(mode="after")
+    def _burst_needs_a_rate(self) -> ProviderSpec:
+        _check_burst(self.requests_per_second, self.max_burst)
+        return self
+
+
+def _check_burst(requests_per_second: float | None, max_burst: int | None) -> None:
+    if max_burst is not None and requests_per_second is None:
+        raise ValueError("'max_burst' needs 'requests_per_second'")
 
 
 class MoAConfig(BaseModel):
@@ -305,7 +337,8 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
     Args:
         source: A path to a YAML file, an already-parsed mapping of the same shape
             (`{"moa": {...}}`), or None to discover the file: `$MOA_GRAPH_CONFIG`, then
-            `./moa.yaml`, then `~/.config/moa-graph/config.yaml`.
+            `./moa.yaml`, then `user_config_file()` (`$XDG_CONFIG_HOME/moa-graph/config.yaml`,
+            else `~/.config/moa-graph/config.yaml`).
 
     Returns:
         The validated config.
@@ -328,18 +361,27 @@ def load_config(source: str | os.PathLike[str] | Mapping[str, Any] | None = None
     return _validate(_read_yaml(path), where=str(path))
 
 
+def user_config_file() -> Path:
+    """The user's config file, the last place discovery looks.
+
+    `$XDG_CONFIG_HOME/moa-graph/config.yaml`, else `~/.config/moa-graph/config.yaml` (as the
+    thread store honours `XDG_STATE_HOME`). A relative `XDG_CONFIG_HOME` is ignored, as the
+    XDG spec asks.
+    """
+    config_home = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(config_home) if config_home and os.path.isabs(config_home) else None
+    return (base or Path.home() / ".config") / "moa-graph" / "config.yaml"
+
+
 def _discover() -> Path:
-    candidates = [Path("moa.yaml"), Path.home() / ".config" / "moa-graph" / "config.yaml"]
     env = os.environ.get(CONFIG_ENV_VAR)
     if env:
         return Path(env)  # an explicit choice: a missing file is an error, not a fallthrough
-    for path in candidates:
+    user = user_config_file()
+    for path in (Path("moa.yaml"), user):
         if path.is_file():
             return path
-    raise ConfigError(
-        f"no MoA config found: set ${CONFIG_ENV_VAR}, or create ./moa.yaml or "
-        "~/.config/moa-graph/config.yaml"
-    )
+    raise ConfigError(f"no MoA config found: set ${CONFIG_ENV_VAR}, or create ./moa.yaml or {user}")
 
 
 def _read_yaml(path: Path) -> Any:

@@ -14,6 +14,11 @@ LangSmith tracer, `astream_events`, a usage callback or any handler the caller p
 the reference through the model's own `ainvoke`, so what they observe is unchanged. (Under
 `MoAChatModel` only tracers and event streams are handed the inner runs, `moa_graph.runs`:
 a plain handler there sees the one MoA run, and the references stay direct.)
+
+What else `ChatOpenAI` would do around the request is kept: a rate limit set on the model
+(`moa_graph.limits`) is waited for before each POST, and a model whose calls an LLM cache
+would answer (`set_llm_cache(...)`, or the model's own `cache`) is not asked here at all
+(`uses_llm_cache`): it goes through `ChatOpenAI`, which looks the call up and stores it.
 """
 
 from __future__ import annotations
@@ -22,7 +27,10 @@ import json
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from langchain_core.caches import BaseCache
 from langchain_core.callbacks import AsyncCallbackManager, Callbacks
+from langchain_core.globals import get_llm_cache
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import (
     AIMessage,
     BaseMessage,
@@ -38,6 +46,7 @@ try:  # LangGraph's handler for stream_mode="messages" (a private module)
 except ImportError:  # pragma: no cover - then every handler counts as watching
     _MessagesHandler = ()  # type: ignore[assignment,misc]
 
+from moa_graph import limits
 from moa_graph.config import ModelSpec
 
 if TYPE_CHECKING:
@@ -45,7 +54,14 @@ if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
     from openai._types import RequestOptions
 
-__all__ = ["apost", "is_observed", "post", "request_body", "speaks_plain_chat"]
+__all__ = [
+    "apost",
+    "is_observed",
+    "post",
+    "request_body",
+    "speaks_plain_chat",
+    "uses_llm_cache",
+]
 
 _PATH = "/chat/completions"
 
@@ -59,6 +75,18 @@ def is_observed(callbacks: Callbacks = None) -> bool:
     inherited = callbacks if callbacks is not None else ensure_config().get("callbacks")
     manager = AsyncCallbackManager.configure(inherited, None, False)
     return any(not isinstance(h, _MessagesHandler) for h in manager.handlers)
+
+
+def uses_llm_cache(model: BaseChatModel) -> bool:
+    """Whether `model.invoke` would look its calls up in an LLM cache.
+
+    As `BaseChatModel` decides: the model's own `cache` when it is one, else (`cache` None or
+    True) the global one from `set_llm_cache`; `cache=False` never caches. `cache=True`
+    without a global cache is `ChatOpenAI`'s error to raise, so it counts as caching too.
+    """
+    if isinstance(model.cache, BaseCache) or model.cache is True:
+        return True
+    return model.cache is None and get_llm_cache() is not None
 
 
 def speaks_plain_chat(model: ChatOpenAI, spec: ModelSpec) -> bool:
@@ -98,7 +126,7 @@ async def apost(
     timeout: float | None = None,
     max_retries: int | None = None,
 ) -> AIMessage:
-    """Ask one reference (async).
+    """Ask one reference (async), after waiting for the client's rate limit, if any.
 
     Args:
         client: The model's OpenAI client (`ChatOpenAI.root_async_client`).
@@ -113,6 +141,9 @@ async def apost(
         KeyError: The reply is not a chat completion (`describe_error`: malformed).
     """
     options = _options(timeout, max_retries)
+    limiter = limits.attached(client)
+    if limiter is not None:
+        await limiter.aacquire()
     raw = await client.post(
         _PATH, body=request_body(spec, messages), cast_to=bytes, options=options
     )
@@ -129,6 +160,9 @@ def post(
 ) -> AIMessage:
     """Ask one reference (sync); see `apost`."""
     options = _options(timeout, max_retries)
+    limiter = limits.attached(client)
+    if limiter is not None:
+        limiter.acquire()
     raw = client.post(_PATH, body=request_body(spec, messages), cast_to=bytes, options=options)
     return _reply(raw)
 

@@ -124,22 +124,27 @@ class PresetModels:
     def direct_reference(self, index: int) -> ChatOpenAI | None:
         """The model of `reference_models[index]` if it may be asked with one direct POST.
 
-        That is a plain `ChatOpenAI` from the provider table that sends the chat-completions
-        request `moa_graph.direct` would (decided once per model); else None.
+        That is a provider-table `ChatOpenAI` that sends the chat-completions request
+        `moa_graph.direct` would (decided once per model), and whose calls no LLM cache
+        would answer (asked per call: `set_llm_cache` may come later); else None.
         """
         model = self.reference(index)
         if not self.direct_references:
             return None
-        from langchain_openai import ChatOpenAI  # imported: the provider table built `model`
+        from moa_graph.chat_openai import ProviderChatOpenAI  # the provider table built `model`
 
         with self._lock:
             built = self._built()
             if index not in built.direct:
                 spec = self.preset.reference_models[index]
-                built.direct[index] = type(model) is ChatOpenAI and direct.speaks_plain_chat(
-                    model, spec
-                )
-            return model if built.direct[index] else None  # type: ignore[return-value]
+                built.direct[index] = isinstance(
+                    model, ProviderChatOpenAI
+                ) and direct.speaks_plain_chat(model, spec)
+            plain = built.direct[index]
+        # A cached model goes through ChatOpenAI, which looks the call up and stores it.
+        if not plain or direct.uses_llm_cache(model):
+            return None
+        return model  # type: ignore[return-value]
 
     def aggregator(self) -> BaseChatModel:
         """The aggregator model, without tools bound."""

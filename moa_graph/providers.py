@@ -5,6 +5,10 @@ Every built-in provider is an OpenAI-compatible endpoint reached through
 Any other provider name falls back to `langchain.chat_models.init_chat_model` when that
 integration is installed. Keys are read from the environment only when a model is built,
 and the values read are remembered so `scrub_secrets` can keep them out of error texts.
+
+Table models are `moa_graph.chat_openai.ProviderChatOpenAI`: a `ChatOpenAI` whose LangSmith
+runs name the table's provider (`ls_provider="openrouter"`, ...) instead of `"openai"`.
+Rate limits (`moa_graph.limits`) are set on each model as its `rate_limiter`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any
 from langchain_core.language_models import BaseChatModel
 from pydantic import SecretStr
 
+from moa_graph import limits
 from moa_graph.config import ModelSpec, ProviderSpec
 from moa_graph.errors import ConfigError
 from moa_graph.transport import AsyncHttpClientFactory, async_http_client, sync_http_client
@@ -28,6 +33,7 @@ __all__ = [
     "ProviderTableFactory",
     "default_model_factory",
     "missing_api_keys",
+    "provider_table",
     "scrub_secrets",
     "warm_up",
 ]
@@ -93,10 +99,27 @@ def default_model_factory(
             Sync calls always use moa_graph's bounded client.
     """
     return ProviderTableFactory(
-        {**BUILTIN_PROVIDERS, **(providers or {})},
+        provider_table(providers),
         timeout=DEFAULT_REFERENCE_TIMEOUT_S if reference else DEFAULT_AGGREGATOR_TIMEOUT_S,
         http_client=http_client,
     )
+
+
+def provider_table(
+    providers: Mapping[str, ProviderSpec] | None = None,
+) -> dict[str, ProviderSpec]:
+    """`BUILTIN_PROVIDERS` with a config's `providers:` on top.
+
+    An entry with a `base_url` replaces the provider of its name; one without (say, only a
+    rate limit for `openai`) keeps the built-in's endpoint and key variable.
+    """
+    table = dict(BUILTIN_PROVIDERS)
+    for name, spec in (providers or {}).items():
+        builtin = table.get(name)
+        if builtin is not None and spec.base_url is None:
+            spec = builtin.model_copy(update=spec.model_dump(exclude_unset=True))
+        table[name] = spec
+    return table
 
 
 class ProviderTableFactory:
@@ -122,12 +145,15 @@ class ProviderTableFactory:
         provider = self.table.get(spec.provider)
         if provider is None:
             return _init_chat_model(spec, known=self.table)
-        from langchain_openai import ChatOpenAI
-
         base_url = spec.base_url or provider.base_url
         if not base_url:
             raise ConfigError(f"{spec.label}: provider {spec.provider!r} needs a 'base_url'")
-        return ChatOpenAI(
+        from moa_graph.chat_openai import ProviderChatOpenAI
+
+        rate_limiter = limits.rate_limiter(spec, provider)
+        model = ProviderChatOpenAI(
+            provider_name=spec.provider,
+            rate_limiter=rate_limiter,
             model=spec.model,
             base_url=base_url,
             api_key=SecretStr(_api_key(spec, provider)),
@@ -143,6 +169,10 @@ class ProviderTableFactory:
             # Both clients bound each request by `timeout` in total, not per read.
             http_client=sync_http_client(base_url),
         )
+        # The direct path posts through these clients: their requests wait for the limiter too.
+        limits.attach(model.root_client, rate_limiter)
+        limits.attach(model.root_async_client, rate_limiter)
+        return model
 
 
 def warm_up() -> None:
@@ -163,7 +193,7 @@ def missing_api_keys(
     specs: list[ModelSpec], providers: Mapping[str, ProviderSpec] | None = None
 ) -> list[str]:
     """Names of the environment variables these models need that are not set, in order."""
-    table = {**BUILTIN_PROVIDERS, **(providers or {})}
+    table = provider_table(providers)
     missing: list[str] = []
     for spec in specs:
         provider = table.get(spec.provider)
@@ -226,6 +256,7 @@ def _init_chat_model(spec: ModelSpec, *, known: Mapping[str, ProviderSpec]) -> B
             "timeout": spec.timeout,
             "max_retries": spec.max_retries,
             "base_url": spec.base_url,
+            "rate_limiter": limits.rate_limiter(spec),
         }.items()
         if value is not None
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Annotated, Any, Literal, NotRequired
 
 from langchain_core.messages import AnyMessage, BaseMessage
@@ -103,9 +103,17 @@ class ReferenceTask(TypedDict):
     """Layer k > 1: the previous layer's successful answers, as (label, text)."""
     deadline_at: NotRequired[float | None]
     """Wall-clock time (`time.time()`) after which the task gives up."""
+    quorum_id: NotRequired[str]
+    """With a preset `quorum`: the id the layer's tasks share (`moa_graph.quorum`)."""
+    quorum: NotRequired[int]
+    """How many `ok` answers end the layer's fan-out."""
+    quorum_grace_s: NotRequired[float]
+    """How long the others may still finish after the quorum is reached."""
+    layer_size: NotRequired[int]
+    """How many tasks the layer has."""
 
 
-def raw_key(answer: ReferenceAnswer) -> str:
+def raw_key(answer: Mapping[str, Any]) -> str:
     """The key of an answer's unredacted text in `reference_raw`: `"<layer>:<index>"`."""
     return f"{answer.get('layer', 1)}:{answer['index']}"
 

@@ -1,8 +1,9 @@
 """Token usage and cost of a MoA turn: per model (role and label) and in total.
 
-Each model call adds its `usage_metadata` to the state key `usage` through `add_usage`; a
-`ModelSpec` with prices (`input_cost_per_mtok`, ...) also gets a `cost_usd`, each model at
-its own rate.
+Each model call adds its `usage_metadata` to the state key `usage` through `add_usage`,
+LangChain's token details (`input_token_details`, `output_token_details`: cache reads and
+writes, reasoning, audio) included. A priced model (`moa_graph.prices`: genai-prices' table,
+or the spec's own `*_cost_per_mtok`) also gets a `cost_usd`, each model at its own rates.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from langchain_core.messages import BaseMessage
 from typing_extensions import TypedDict
 
 from moa_graph.config import ModelSpec
+from moa_graph.prices import cost_usd
 
 __all__ = ["ModelUsage", "Usage", "UsageCounts", "add_usage", "call_usage", "format_usage"]
 
@@ -30,6 +32,12 @@ class UsageCounts(TypedDict):
     output_tokens: int
     cached_input_tokens: int
     """Input tokens the provider served from its prompt cache (part of `input_tokens`)."""
+    input_token_details: NotRequired[dict[str, int]]
+    """`UsageMetadata.input_token_details` summed per key (`cache_read`, `cache_creation`,
+    `audio`, ...): parts of `input_tokens`; present once a call reported any."""
+    output_token_details: NotRequired[dict[str, int]]
+    """`UsageMetadata.output_token_details` summed per key (`reasoning`, `audio`): parts of
+    `output_tokens`; present once a call reported any."""
     cost_usd: NotRequired[float]
     """Present when the model (or, in `total`, any model) has prices."""
 
@@ -51,16 +59,29 @@ class Usage(TypedDict):
 def call_usage(role: Role, spec: ModelSpec, message: BaseMessage | None) -> Usage:
     """The usage of one call (a failed call counts as a call with no tokens)."""
     meta: dict[str, Any] = dict(getattr(message, "usage_metadata", None) or {})
-    cached = int((meta.get("input_token_details") or {}).get("cache_read") or 0)
+    inputs, outputs = (
+        _details(meta.get("input_token_details")),
+        _details(meta.get("output_token_details")),
+    )
     model = ModelUsage(
         role=role,
         label=spec.label,
         calls=1,
         input_tokens=int(meta.get("input_tokens") or 0),
         output_tokens=int(meta.get("output_tokens") or 0),
-        cached_input_tokens=cached,
+        cached_input_tokens=inputs.get("cache_read", 0),
     )
-    cost = _cost(spec, model)
+    if inputs:
+        model["input_token_details"] = inputs
+    if outputs:
+        model["output_token_details"] = outputs
+    cost = cost_usd(
+        spec,
+        input_tokens=model["input_tokens"],
+        output_tokens=model["output_tokens"],
+        input_token_details=inputs,
+        output_token_details=outputs,
+    )
     if cost is not None:
         model["cost_usd"] = cost
     return {"models": {f"{role} {spec.label}": model}, "total": _sum([model])}
@@ -90,6 +111,8 @@ def _added(a: UsageCounts, b: UsageCounts) -> UsageCounts:
         output_tokens=a["output_tokens"] + b["output_tokens"],
         cached_input_tokens=a["cached_input_tokens"] + b["cached_input_tokens"],
     )
+    _add_details(total, a)
+    _add_details(total, b)
     if "cost_usd" in a or "cost_usd" in b:
         total["cost_usd"] = a.get("cost_usd", 0.0) + b.get("cost_usd", 0.0)
     return total
@@ -112,21 +135,38 @@ def _sum(models: list[ModelUsage]) -> UsageCounts:
     for model in models:
         for count in _COUNTS:
             total[count] += model[count]  # type: ignore[literal-required]
+        _add_details(total, model)
     priced = [m["cost_usd"] for m in models if "cost_usd" in m]
     if priced:
         total["cost_usd"] = sum(priced)
     return total
 
 
-def _cost(spec: ModelSpec, usage: UsageCounts) -> float | None:
-    if spec.input_cost_per_mtok is None and spec.output_cost_per_mtok is None:
-        return None
-    input_rate = spec.input_cost_per_mtok or 0.0
-    cached_rate = spec.cached_input_cost_per_mtok
-    cached_rate = input_rate if cached_rate is None else cached_rate
-    cached = usage["cached_input_tokens"]
-    return (
-        (usage["input_tokens"] - cached) * input_rate
-        + cached * cached_rate
-        + usage["output_tokens"] * (spec.output_cost_per_mtok or 0.0)
-    ) / 1_000_000
+def _details(details: Any) -> dict[str, int]:
+    """The integer counts of a `UsageMetadata` details mapping (None and zero left out)."""
+    if not isinstance(details, dict):
+        return {}
+    return {
+        str(key): int(value)
+        for key, value in details.items()
+        if isinstance(value, int) and not isinstance(value, bool) and value
+    }
+
+
+def _add_details(total: UsageCounts, counts: UsageCounts) -> None:
+    """Add the token details of `counts` into `total`'s (new dicts: inputs stay untouched)."""
+    if "input_token_details" in counts:
+        total["input_token_details"] = _merged(
+            total.get("input_token_details"), counts["input_token_details"]
+        )
+    if "output_token_details" in counts:
+        total["output_token_details"] = _merged(
+            total.get("output_token_details"), counts["output_token_details"]
+        )
+
+
+def _merged(a: dict[str, int] | None, b: dict[str, int]) -> dict[str, int]:
+    merged = dict(a or {})
+    for key, value in b.items():
+        merged[key] = merged.get(key, 0) + value
+    return merged

@@ -4,6 +4,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from moa_graph import ConfigError, ModelSpec, Preset, load_config
 
@@ -119,6 +120,63 @@ def test_preset_problems_name_their_key_path(change, expected):
     assert expected in _error(_minimal(**change))
 
 
+@pytest.mark.parametrize(
+    ("model", "expected"),
+    [
+        (
+            {"requests_per_second": 0},
+            "moa.presets.review.aggregator.requests_per_second: Input should be greater than 0",
+        ),
+        (
+            {"requests_per_second": "fast"},
+            "moa.presets.review.aggregator.requests_per_second: Input should be a valid number",
+        ),
+        (
+            {"requests_per_second": 2, "max_burst": 0},
+            "moa.presets.review.aggregator.max_burst: Input should be greater than or equal to 1",
+        ),
+        (
+            {"max_burst": 4},
+            "moa.presets.review.aggregator: 'max_burst' needs 'requests_per_second'",
+        ),
+        (
+            {"requests_per_secnd": 2},
+            "moa.presets.review.aggregator: unknown key 'requests_per_secnd'",
+        ),
+    ],
+)
+def test_model_rate_limits_are_validated_with_their_key_path(tmp_path, model, expected):
+    preset = yaml.safe_dump(_minimal(aggregator={"provider": "openai", "model": "b", **model}))
+    path = _write(tmp_path, preset)
+    assert _error(path).startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize(
+    ("provider", "expected"),
+    [
+        ({"requests_per_second": -1}, "moa.providers.openai.requests_per_second: Input should"),
+        ({"max_burst": 3}, "moa.providers.openai: 'max_burst' needs 'requests_per_second'"),
+        ({"max_burst": 1.5, "requests_per_second": 1}, "moa.providers.openai.max_burst: Input"),
+    ],
+)
+def test_provider_rate_limits_are_validated_with_their_key_path(tmp_path, provider, expected):
+    config = _minimal()
+    config["moa"]["providers"] = {"openai": provider}
+    path = _write(tmp_path, yaml.safe_dump(config))
+    assert _error(path).startswith(f"{path}: {expected}")
+
+
+def test_rate_limits_load():
+    config = _minimal(
+        aggregator={"provider": "openai", "model": "b", "requests_per_second": 0.5, "max_burst": 2}
+    )
+    config["moa"]["providers"] = {"openai": {"requests_per_second": 10}}
+    loaded = load_config(config)
+    assert loaded.preset().aggregator.requests_per_second == 0.5
+    assert loaded.preset().aggregator.max_burst == 2
+    assert loaded.providers["openai"].requests_per_second == 10
+
+
 def test_a_literal_api_key_is_refused_and_not_echoed():
     config = _minimal(aggregator={"provider": "openai", "model": "b", "api_key": "sk-live-123"})
     message = _error(config)
@@ -187,16 +245,50 @@ def test_discovery_falls_back_to_the_user_config(tmp_path, monkeypatch):
     _write(user_config, GOOD, name="config.yaml")
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.delenv("MOA_GRAPH_CONFIG", raising=False)
+    monkeypatch.delenv("XDG_CONFIG_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert load_config().source == str(user_config / "config.yaml")
+
+
+def test_discovery_honours_xdg_config_home(tmp_path, monkeypatch):
+    home_config = tmp_path / "home" / ".config" / "moa-graph"
+    home_config.mkdir(parents=True)
+    _write(home_config, GOOD, name="config.yaml")
+    xdg_config = tmp_path / "xdg" / "moa-graph"
+    xdg_config.mkdir(parents=True)
+    _write(
+        xdg_config, GOOD.replace("default_preset: review", "default_preset: fast"), "config.yaml"
+    )
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MOA_GRAPH_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.source == str(xdg_config / "config.yaml")
+    assert config.default_preset == "fast"
+
+
+def test_a_relative_xdg_config_home_is_ignored(tmp_path, monkeypatch):
+    user_config = tmp_path / "home" / ".config" / "moa-graph"
+    user_config.mkdir(parents=True)
+    _write(user_config, GOOD, name="config.yaml")
+    (tmp_path / "rel" / "moa-graph").mkdir(parents=True)
+    _write(tmp_path / "rel" / "moa-graph", GOOD, name="config.yaml")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", "rel")  # the XDG spec: relative paths are invalid
+    monkeypatch.delenv("MOA_GRAPH_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     assert load_config().source == str(user_config / "config.yaml")
 
 
 def test_discovery_without_any_config_says_where_it_looked(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
     monkeypatch.delenv("MOA_GRAPH_CONFIG", raising=False)
     monkeypatch.chdir(tmp_path)
     message = _error(None)
     assert "MOA_GRAPH_CONFIG" in message and "./moa.yaml" in message
+    assert str(tmp_path / "xdg" / "moa-graph" / "config.yaml") in message
 
 
 def test_specs_built_in_code_check_types_only():

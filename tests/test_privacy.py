@@ -23,6 +23,24 @@ from moa_graph.privacy import redact
             "-----END RSA PRIVATE KEY----- done",
             "private key",
         ),
+        ("card 4111 1111 1111 1111 here", "card number"),
+        ("card 4111-1111-1111-1111 here", "card number"),
+        ("card 4111111111111111 here", "card number"),
+        ("amex 3782 822463 10005 here", "card number"),
+        ("mastercard 5555-5555-5555-4444 here", "card number"),
+        (
+            "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0."
+            "dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U here",
+            "jwt",
+        ),
+        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc here", "api key"),
+        ("stripe rk_live_51H8abcdEFGHijklMNOP here", "api key"),
+        ("stripe pk_live_51H8abcdEFGHijklMNOP here", "api key"),
+        ("stripe sk_test_4eC39HqLyjWDarjtT1zdp7dc here", "api key"),
+        ("slack xoxb-123456789012-abcdefghijkl here", "api key"),
+        ("aws ASIAIOSFODNN7EXAMPLE here", "api key"),
+        ("gitlab glpat-abcdefghij0123456789 here", "api key"),
+        ("npm npm_abcdefghijklmnopqrstuvwxyz0123456789 here", "api key"),
     ],
 )
 def test_redacts_personal_data_and_credentials(text, kind):
@@ -45,7 +63,23 @@ def test_redacts_personal_data_and_credentials(text, kind):
         "between 100-200 items, 3.14159, ratio 16:9, ISBN 978-3-16-148410-0",
         "skip the sk- prefix and the word Bearer alone",
         "the @decorator and user@localhost",
+        "timestamps 1732600000000 and 1732600000123456 ms",
+        "order 4111 1111 1111 1112 fails its checksum",
+        "serial 1234 5678 9012 3456 is no card and no phone",
+        "mixed 4111 1111-1111 1111 separators",
+        "ids 9780306406157 and 1000000000000000009",
+        "the sk_live_ prefix alone, and eyJ alone",
     ],
 )
 def test_leaves_ordinary_technical_text_untouched(text):
     assert redact(text) == text
+
+
+def test_a_card_number_is_redacted_whole_under_its_own_label():
+    assert redact("card 4111 1111 1111 1111") == "card [redacted: card number]"
+    assert redact("card 4111-1111-1111-1111.") == "card [redacted: card number]."
+
+
+def test_a_jwt_outside_a_bearer_header_is_redacted_whole():
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFU"
+    assert redact(f'{{"id_token": "{token}"}}') == '{"id_token": "[redacted: jwt]"}'
