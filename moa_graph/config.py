@@ -178,6 +178,11 @@ class Preset(BaseModel):
     """Multi-layer MoA: layer k > 1 references improve on layer k-1's answers."""
     references_deadline_s: float | None = Field(default=None, gt=0)
     """References still running this many seconds after their fan-out are cancelled."""
+    quorum: int | None = Field(default=None, ge=1)
+    """A layer's fan-out ends once this many of its references answered `ok`: the ones still
+    running are cancelled (after `quorum_grace_s`) and recorded as cut. None: wait for all."""
+    quorum_grace_s: float = Field(default=0.0, ge=0, le=3600)
+    """After the quorum is reached, how long the other references may still finish."""
     min_references: int = Field(default=1, ge=0)
     """Below this many successful references the guidance says the advice is thin."""
     degraded_reference_policy: Literal["loud", "silent"] = "loud"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 
@@ -53,19 +54,25 @@ def layer_tasks(
     layer: int = 1,
     previous: list[tuple[str, str]] | None = None,
 ) -> list[ReferenceTask]:
-    """One task per enabled slot for a fan-out of `layer`, sharing `view` and one deadline."""
-    deadline = models.preset.references_deadline_s
-    deadline_at = time.time() + deadline if deadline is not None else None
-    return [
-        ReferenceTask(
-            index=slot.index,
-            view=view,
-            layer=layer,
-            previous=previous or [],
-            deadline_at=deadline_at,
-        )
-        for slot in enabled_slots(models)
-    ]
+    """One task per enabled slot for a fan-out of `layer`.
+
+    The tasks share `view`, one deadline and (with a preset `quorum`) one quorum.
+    """
+    preset, slots = models.preset, enabled_slots(models)
+    deadline = preset.references_deadline_s
+    shared = ReferenceTask(
+        index=0,
+        view=view,
+        layer=layer,
+        previous=previous or [],
+        deadline_at=time.time() + deadline if deadline is not None else None,
+    )
+    if preset.quorum is not None:
+        shared["quorum_id"] = uuid.uuid4().hex
+        shared["quorum"] = preset.quorum
+        shared["quorum_grace_s"] = preset.quorum_grace_s
+        shared["layer_size"] = len(slots)
+    return [{**shared, "index": slot.index} for slot in slots]
 
 
 def call_panel(

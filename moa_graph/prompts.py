@@ -65,6 +65,9 @@ No reference answer is available for this turn: every reference model failed or 
 skipped. Act on your own judgement."""
 """Replaces the reference blocks when no reference answered."""
 
+QUORUM_CUT = "[skipped: cut by the quorum, {quorum} references had answered]"
+"""A reference still running when its layer's quorum was reached (and its grace ran out)."""
+
 RECURSION_SKIPPED = "[skipped: a reference cannot recursively reference MoA]"
 """Text of a reference slot whose provider is `moa`."""
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import FIRST_COMPLETED, Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -33,6 +35,7 @@ from moa_graph.events import emit
 from moa_graph.failures import describe_error, exception_chain
 from moa_graph.models import PresetModels, Slot, reference_config
 from moa_graph.privacy import redact
+from moa_graph.quorum import Quorum, quorum_for, report
 from moa_graph.quoting import cap_reference, quote_answers
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import message_text
@@ -80,7 +83,10 @@ def call_reference(
             call = partial(direct.post, lean.root_client, attempt.spec, messages, **plan.request)
         else:
             call = partial(model.invoke, messages, config=attempt.config())
-        reply = call() if plan.wait is None else _within(plan.wait, call)
+        if attempt.quorum is not None:
+            reply = _within_quorum(plan.wait, call, attempt.quorum)
+        else:
+            reply = call() if plan.wait is None else _within(plan.wait, call)
     except Exception as exc:
         return attempt.failed(exc)
     return attempt.answered(reply)
@@ -89,7 +95,7 @@ def call_reference(
 async def acall_reference(
     models: PresetModels, task: ReferenceTask, *, callbacks: Callbacks = None
 ) -> Outcome:
-    """Run one slot (async). A timeout cancels the request."""
+    """Run one slot (async). A timeout, or a quorum reached without it, cancels the request."""
     attempt = _Attempt(models, task, callbacks)
     if attempt.skipped is not None:
         return attempt.skipped
@@ -99,7 +105,9 @@ async def acall_reference(
             call = direct.apost(lean.root_async_client, attempt.spec, messages, **plan.request)
         else:
             call = model.ainvoke(messages, config=attempt.config())
-        if plan.wait is None:
+        if attempt.quorum is not None:
+            reply = await _awithin_quorum(plan.wait, call, attempt.quorum)
+        elif plan.wait is None:
             reply = await call
         else:
             try:
@@ -113,6 +121,10 @@ async def acall_reference(
 
 class _Timeout(Exception):
     """The slot's time limit ran out."""
+
+
+class _QuorumCut(Exception):
+    """The layer's quorum was reached, and its grace ran out, before this slot answered."""
 
 
 @dataclass(frozen=True)
@@ -190,6 +202,56 @@ def _within(seconds: float, call: Callable[[], _T]) -> _T:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _after_quorum(quorum: Quorum, wait: float | None, started: float) -> float:
+    """How long a slot still waiting may take once the quorum is reached.
+
+    Its grace, within its own limit.
+    """
+    grace = quorum.grace_left()
+    if wait is None:
+        return grace
+    return max(0.0, min(grace, wait - (time.monotonic() - started)))
+
+
+def _cut_or_timeout(quorum: Quorum, wait: float | None, started: float) -> Exception:
+    if not quorum.reached or (wait is not None and time.monotonic() - started >= wait):
+        return _Timeout()
+    return _QuorumCut()
+
+
+def _within_quorum(wait: float | None, call: Callable[[], _T], quorum: Quorum) -> _T:
+    started = time.monotonic()
+    pool = ContextThreadPoolExecutor(max_workers=1)
+    try:
+        future: Future[Any] = pool.submit(call)
+        reached: Future[Any] = quorum.reached_future()
+        futures_wait([future, reached], timeout=wait, return_when=FIRST_COMPLETED)
+        if not future.done() and quorum.reached:
+            futures_wait([future], timeout=_after_quorum(quorum, wait, started))
+        if future.done():
+            result: _T = future.result()
+            return result
+        raise _cut_or_timeout(quorum, wait, started)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+async def _awithin_quorum(wait: float | None, call: Coroutine[Any, Any, _T], quorum: Quorum) -> _T:
+    started = time.monotonic()
+    task = asyncio.ensure_future(call)
+    reached: asyncio.Future[Any] = quorum.areached()
+    try:
+        await asyncio.wait([task, reached], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done() and quorum.reached:
+            await asyncio.wait([task], timeout=_after_quorum(quorum, wait, started))
+        if task.done():
+            return task.result()
+        raise _cut_or_timeout(quorum, wait, started)
+    finally:
+        for pending in (task, reached):
+            pending.cancel()  # a no-op once done; else the provider sees the disconnect
+
+
 class _Attempt:
     """One slot's call, shared by the sync and async runners: its start, bound and outcome.
 
@@ -200,9 +262,10 @@ class _Attempt:
         self.models, self.task, self.callbacks = models, task, callbacks
         self.slot, self.layer = models.slots[task["index"]], task.get("layer", 1)
         self.spec = self.slot.spec
+        self.quorum = quorum_for(task)
         self.skipped: Outcome | None = None
         if self.spec.provider == "moa":
-            self.skipped = _finish(models, _skipped(self.slot, self.layer), None)
+            self.skipped = self._done(_skipped(self.slot, self.layer), None)
             return
         _started(self.slot, self.layer)
         self.limit, self.plan = _limit(models.preset, self.slot, task), _Plan()
@@ -225,17 +288,25 @@ class _Attempt:
         """The outcome of a reply."""
         limit = self.models.preset.max_reference_chars
         answer = _answered(self.slot, self.layer, reply, self.started, limit)
-        return _finish(self.models, answer, _usage(self.slot, reply))
+        return self._done(answer, _usage(self.slot, reply))
 
     def failed(self, exc: Exception) -> Outcome:
         """A failed or timed-out outcome: timed out when the slot's limit is what ran out."""
         plan = self.plan
         timed_out = isinstance(exc, _Timeout) or (plan.limited_request and _request_timed_out(exc))
-        if self.limit is not None and timed_out:
+        if isinstance(exc, _QuorumCut) and self.quorum is not None:
+            answer = _cut(self.slot, self.layer, self.quorum.needed, self.started)
+        elif self.limit is not None and timed_out:
             answer = _timed_out(self.slot, self.layer, self.limit.reported, self.started)
         else:
             answer = _failed(self.slot, self.layer, exc, self.started)
-        return _finish(self.models, answer, call_usage("reference", self.spec, None))
+        return self._done(answer, call_usage("reference", self.spec, None))
+
+    def _done(self, answer: ReferenceAnswer, usage: Usage | None) -> Outcome:
+        outcome = _finish(self.models, answer, usage)
+        if self.quorum is not None:
+            report(self.task, ok=answer["status"] == "ok")
+        return outcome
 
 
 def _request_timed_out(exc: Exception) -> bool:
@@ -347,6 +418,13 @@ def _timed_out(slot: Slot, layer: int, seconds: float, started: float) -> Refere
     answer = _answer(slot, layer, "failed", prompts.TIMED_OUT.format(seconds=seconds))
     answer["latency_ms"] = _elapsed_ms(started)
     answer["error_type"] = "TimeoutError"
+    return answer
+
+
+def _cut(slot: Slot, layer: int, quorum: int, started: float) -> ReferenceAnswer:
+    answer = _answer(slot, layer, "skipped", prompts.QUORUM_CUT.format(quorum=quorum))
+    answer["latency_ms"] = _elapsed_ms(started)
+    answer["error_type"] = "QuorumCut"
     return answer
 
 

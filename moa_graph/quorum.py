@@ -1,0 +1,123 @@
+"""The quorum of a layer's fan-out: once K references answered, the rest are cut.
+
+A preset with `quorum: K` gives each layer's tasks one shared id (`ReferenceTask.quorum_id`).
+Every slot of that layer reports its outcome to the layer's `Quorum` (a process-wide table
+by id, so the graph's parallel `reference` tasks, threads under `invoke` and asyncio tasks
+under `ainvoke`, find the same one); a slot still waiting for its model when the K-th `ok`
+answer arrives waits `quorum_grace_s` more, then stops (its request cancelled under
+`ainvoke`) and is recorded as cut. A quorum that cannot be reached (too many failures)
+changes nothing: every slot runs to its own end, as without one. The table forgets a layer
+once every slot reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+
+from moa_graph.state import ReferenceTask
+
+__all__ = ["Quorum", "quorum_for"]
+
+
+class Quorum:
+    """One layer's count of `ok` answers, and who is waiting for it to reach `needed`."""
+
+    def __init__(self, needed: int, size: int, grace_s: float) -> None:
+        self.needed = needed
+        self.size = size
+        self.grace_s = grace_s
+        self._ok = 0
+        self._reported = 0
+        self._reached_at: float | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def reached(self) -> bool:
+        """Whether `needed` answers are in."""
+        return self._reached_at is not None
+
+    def report(self, *, ok: bool) -> bool:
+        """Count one slot's outcome; True once every slot of the layer reported."""
+        with self._lock:
+            self._reported += 1
+            self._ok += ok
+            listeners: list[Callable[[], None]] = []
+            if ok and self._ok == self.needed:
+                self._reached_at = time.monotonic()
+                listeners, self._listeners = self._listeners, []
+            done = self._reported >= self.size
+        for listener in listeners:
+            listener()
+        return done
+
+    def on_reached(self, listener: Callable[[], None]) -> None:
+        """Call `listener` (from any thread) when the quorum is reached; at once if it is."""
+        with self._lock:
+            if self._reached_at is None:
+                self._listeners.append(listener)
+                return
+        listener()
+
+    def grace_left(self) -> float:
+        """Seconds of grace left after the quorum was reached (0 when none)."""
+        if self._reached_at is None:
+            return 0.0
+        return max(0.0, self._reached_at + self.grace_s - time.monotonic())
+
+    def reached_future(self) -> Future[None]:
+        """A future that completes when the quorum is reached (for a thread's wait)."""
+        future: Future[None] = Future()
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        self.on_reached(done)
+        return future
+
+    def areached(self) -> asyncio.Future[None]:
+        """An asyncio future of the running loop that completes when the quorum is reached."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+
+        def done() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        def wake() -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+                loop.call_soon_threadsafe(done)
+
+        self.on_reached(wake)
+        return future
+
+
+_QUORUMS: dict[str, Quorum] = {}
+_TABLE_LOCK = threading.Lock()
+
+
+def quorum_for(task: ReferenceTask) -> Quorum | None:
+    """The quorum the task's layer runs under, or None."""
+    key, needed = task.get("quorum_id"), task.get("quorum")
+    if not key or not needed:
+        return None
+    with _TABLE_LOCK:
+        quorum = _QUORUMS.get(key)
+        if quorum is None:
+            size = task.get("layer_size") or needed
+            quorum = _QUORUMS[key] = Quorum(needed, size, task.get("quorum_grace_s") or 0.0)
+        return quorum
+
+
+def report(task: ReferenceTask, *, ok: bool) -> None:
+    """Count a slot's outcome in its layer's quorum, if any (and forget a finished layer)."""
+    quorum = quorum_for(task)
+    if quorum is not None and quorum.report(ok=ok):
+        with _TABLE_LOCK:
+            _QUORUMS.pop(task.get("quorum_id") or "", None)
