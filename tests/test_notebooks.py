@@ -4,6 +4,7 @@ The committed notebooks hold the outputs of such a run; to refresh them after a 
 `.venv/bin/python -m tests.test_notebooks`.
 """
 
+import base64
 import sys
 from pathlib import Path
 
@@ -18,15 +19,30 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 CELL_TIMEOUT_S = 120
 # A text each notebook's outputs must show: the behaviour it is there to demonstrate.
 EXPECTED = {
-    "01_quickstart": ["The result is 391.", "stub:analyst", "5 calls,", "```mermaid"],
-    "02_compose": ["answered by moa", "answered by the single model", "The result is 391."],
+    "01_quickstart": ["The result is 391.", "stub:analyst", "5 calls,"],
+    "02_compose": [
+        "answered by moa",
+        "answered by the single model",
+        "The result is 391.",
+        # MoAMiddleware: the preset's aggregator idles, the agent's model acts; two turns.
+        "[('analyst', 1), ('boss', 2), ('builder', 1), ('skeptic', 1)]",
+        "'aggregator openai:boss'",
+        "The result is 23.",
+        "8 messages in the thread",
+    ],
     "03_debug": [
         "'type': 'moa_reference'",
         "token:",
         "Prefer write-through",
         "next: ('aggregator',)",
+        "aggregator stub:aggregator",  # the timeline's rows
+        "tools ",
     ],
 }
+# The pictures each notebook draws (matplotlib, offline): 01 and 02 their graphs, 03 a turn's
+# timeline. Each is a real drawing, and small enough to commit with the outputs.
+PICTURES = {"01_quickstart": 1, "02_compose": 1, "03_debug": 1}
+PICTURE_BYTES = (5_000, 60_000)
 
 
 def execute(path: Path) -> nbformat.NotebookNode:
@@ -47,17 +63,26 @@ def execute(path: Path) -> nbformat.NotebookNode:
     return notebook
 
 
+def _outputs(notebook: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    return [output for cell in notebook.cells for output in cell.get("outputs", [])]
+
+
 def _output_text(notebook: nbformat.NotebookNode) -> str:
     texts = []
-    for cell in notebook.cells:
-        for output in cell.get("outputs", []):
-            texts.append(output.get("text", ""))
-            texts.extend(str(value) for value in output.get("data", {}).values())
+    for output in _outputs(notebook):
+        texts.append(output.get("text", ""))
+        data = output.get("data", {})
+        texts.extend(str(value) for kind, value in data.items() if not kind.startswith("image/"))
     return "\n".join(texts)
 
 
+def _pictures(notebook: nbformat.NotebookNode) -> list[bytes]:
+    pngs = [output.get("data", {}).get("image/png") for output in _outputs(notebook)]
+    return [base64.b64decode(png) for png in pngs if png]
+
+
 def test_every_notebook_is_covered():
-    assert {path.stem for path in NOTEBOOKS} == set(EXPECTED)
+    assert {path.stem for path in NOTEBOOKS} == set(EXPECTED) == set(PICTURES)
 
 
 @pytest.mark.timeout(300)
@@ -69,6 +94,11 @@ def test_the_notebook_runs_offline_top_to_bottom(path, monkeypatch):
     for expected in EXPECTED[path.stem]:
         assert expected in text, f"{path.name}: no output shows {expected!r}"
     assert "Offline: set MOA_NOTEBOOK_REAL_PROVIDERS=1" in text  # the real-provider cell stayed off
+    pictures = _pictures(notebook)
+    assert len(pictures) == PICTURES[path.stem], f"{path.name}: {len(pictures)} pictures"
+    for png in pictures:
+        assert png.startswith(b"\x89PNG\r\n\x1a\n")
+        assert PICTURE_BYTES[0] < len(png) < PICTURE_BYTES[1], f"{path.name}: {len(png)} bytes"
 
 
 if __name__ == "__main__":

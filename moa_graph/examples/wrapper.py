@@ -2,6 +2,7 @@
 
 The parent knows nothing of `messages`: it holds a draft and wants a verdict. The wrapper node
 builds the MoA input from the draft and maps the answer (and which advisors answered) back.
+Run offline with `python -m moa_graph.examples.wrapper`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from moa_graph.trimming import message_text
 
-__all__ = ["ReviewState", "build_review_graph"]
+__all__ = ["ReviewState", "build_review_graph", "main"]
 
 
 class ReviewState(TypedDict, total=False):
@@ -38,3 +39,21 @@ def build_review_graph(moa: CompiledStateGraph[Any, Any, Any, Any]) -> StateGrap
     builder.add_edge(START, "review")
     builder.add_edge("review", END)
     return builder
+
+
+def main() -> None:
+    """Review a draft through the parent graph, offline on the stand-in server."""
+    from moa_graph import build_moa_graph
+    from moa_graph.testing import StubServer, offline_config, offline_stub_models
+
+    draft = "Cache every user's profile for a day; nobody changes theirs twice in a day."
+    with StubServer(models=offline_stub_models()) as url:
+        moa = build_moa_graph("demo", config=offline_config(url)).compile()
+        result = build_review_graph(moa).compile().invoke({"draft": draft})
+    print(f"draft:    {draft}")
+    print(f"verdict:  {result['verdict']}")
+    print(f"advisors: {', '.join(result['advisors'])}")
+
+
+if __name__ == "__main__":
+    main()
