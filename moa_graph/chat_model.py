@@ -22,7 +22,7 @@ import json
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import AbstractContextManager
 from operator import itemgetter
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
@@ -32,7 +32,12 @@ from langchain_core.callbacks import (
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata, add_usage
+from langchain_core.messages.ai import (
+    InputTokenDetails,
+    OutputTokenDetails,
+    UsageMetadata,
+    add_usage,
+)
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
@@ -512,8 +517,14 @@ def _call_usage(
         output_tokens=counts["output_tokens"],
         total_tokens=counts["input_tokens"] + counts["output_tokens"],
     )
+    inputs = dict(counts.get("input_token_details") or {})
     if counts["cached_input_tokens"]:
-        references["input_token_details"] = {"cache_read": counts["cached_input_tokens"]}
+        inputs.setdefault("cache_read", counts["cached_input_tokens"])
+    if inputs:
+        references["input_token_details"] = cast(InputTokenDetails, inputs)
+    if counts.get("output_token_details"):
+        outputs = dict(counts.get("output_token_details") or {})
+        references["output_token_details"] = cast(OutputTokenDetails, outputs)
     return add_usage(aggregator, references)
 
 
