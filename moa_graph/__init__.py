@@ -11,27 +11,33 @@ Example:
     >>> graph.invoke({"messages": [("user", "Review this plan ...")]})
 """
 
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from moa_graph.chat_model import MoAChatModel, init_moa_model
-from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
-from moa_graph.context import MoAContext
-from moa_graph.errors import (
-    CheckpointStoreError,
-    ConfigError,
-    MoAAggregatorError,
-    MoAToolLoopError,
-    ProviderError,
-    ThreadBusyError,
-)
-from moa_graph.graph import build_moa_graph, build_studio_graph
-from moa_graph.providers import warm_up
-from moa_graph.state import MoAState, ReferenceAnswer
-from moa_graph.transport import aclose_http_clients
-from moa_graph.trimming import reference_messages
-
 if TYPE_CHECKING:
+    from moa_graph.chat_model import MoAChatModel, init_moa_model
+    from moa_graph.config import MoAConfig, ModelSpec, Preset, ProviderSpec, load_config
+    from moa_graph.context import MoAContext
+    from moa_graph.errors import (
+        CheckpointStoreError,
+        ConfigError,
+        MoAAggregatorError,
+        MoAToolLoopError,
+        ProviderError,
+        ThreadBusyError,
+    )
+    from moa_graph.graph import build_moa_graph, build_studio_graph
     from moa_graph.middleware import MoAMiddleware
+    from moa_graph.providers import warm_up
+    from moa_graph.state import MoAState, ReferenceAnswer
+    from moa_graph.transport import aclose_http_clients
+    from moa_graph.trimming import reference_messages
+
+try:  # the installed distribution's version, as `moa-graph --version` prints it
+    __version__ = version("moa-graph")
+except PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "CheckpointStoreError",
@@ -49,6 +55,7 @@ __all__ = [
     "ProviderSpec",
     "ReferenceAnswer",
     "ThreadBusyError",
+    "__version__",
     "aclose_http_clients",
     "build_moa_graph",
     "build_studio_graph",
@@ -58,15 +65,48 @@ __all__ = [
     "warm_up",
 ]
 
+_HOMES = {
+    "moa_graph.chat_model": ("MoAChatModel", "init_moa_model"),
+    "moa_graph.config": ("MoAConfig", "ModelSpec", "Preset", "ProviderSpec", "load_config"),
+    "moa_graph.context": ("MoAContext",),
+    "moa_graph.errors": (
+        "CheckpointStoreError",
+        "ConfigError",
+        "MoAAggregatorError",
+        "MoAToolLoopError",
+        "ProviderError",
+        "ThreadBusyError",
+    ),
+    "moa_graph.graph": ("build_moa_graph", "build_studio_graph"),
+    "moa_graph.middleware": ("MoAMiddleware",),
+    "moa_graph.providers": ("warm_up",),
+    "moa_graph.state": ("MoAState", "ReferenceAnswer"),
+    "moa_graph.transport": ("aclose_http_clients",),
+    "moa_graph.trimming": ("reference_messages",),
+}
+_HOME = {name: module for module, names in _HOMES.items() for name in names}
+"""The module each public name lives in: imported on first use, so that `import moa_graph`
+(and the `moa-graph` command, whose `--help` loads no model code) stays fast."""
+
 
 def __getattr__(name: str) -> Any:
-    # `MoAMiddleware` needs LangChain's agents (the `langchain` extra): imported on first use,
-    # so `import moa_graph` works on a base install.
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'moa_graph' has no attribute {name!r}")
     if name == "MoAMiddleware":
+        # `MoAMiddleware` needs LangChain's agents (the `langchain` extra), so that
+        # `import moa_graph` works on a base install.
         try:
-            from moa_graph.middleware import MoAMiddleware
+            module = import_module(home)
         except ImportError as exc:
             extra = "pip install 'moa-graph[langchain]'"
             raise ImportError(f"MoAMiddleware needs LangChain's agents: {extra} ({exc})") from None
-        return MoAMiddleware
-    raise AttributeError(f"module 'moa_graph' has no attribute {name!r}")
+    else:
+        module = import_module(home)
+    value = getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

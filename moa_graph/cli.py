@@ -1,60 +1,61 @@
-"""The `moa-graph` command: run a turn, list presets, draw the graph, serve the stand-in or Studio.
+"""The `moa-graph` command: init, run, threads, presets, graph, stub-server and dev.
 
-Bad input ends with one line on stderr and a non-zero exit, never a traceback.
+`init` writes a starter config (`moa_graph.starter`), `run` asks a question on a stored
+thread (`moa_graph.run_command`), the others list, draw and serve.
+
+Bad input ends with one line on stderr and a non-zero exit, never a traceback: status 2 for
+a command that cannot run as typed (bad arguments, a bad config, an unknown thread, an
+empty question), 75 for a busy thread, 1 for a failed turn, 130 for Ctrl-C. Only the
+standard library is imported up front, so `moa-graph --help` answers at once; each command
+imports what it needs.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib.util
-import json
 import logging
 import os
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from langchain_core.runnables import RunnableConfig
-from langgraph.types import Durability
-from rich.console import Console
-from rich.table import Table
-
-from moa_graph.config import CONFIG_ENV_VAR, MoAConfig, Preset, config_file, load_config
-from moa_graph.errors import ConfigError, MoAAggregatorError
-from moa_graph.graph import build_moa_graph
-from moa_graph.persistence import (
-    CHECKPOINT_URL_ENV_VAR,
+from moa_graph import __version__
+from moa_graph.errors import (
     CheckpointStoreError,
+    ConfigError,
+    MoAAggregatorError,
     ThreadBusyError,
-    ThreadSummary,
-    checkpoint_url,
-    list_threads,
-    new_thread_id,
-    open_checkpointer,
-    thread_lock,
 )
-from moa_graph.providers import missing_api_keys
-from moa_graph.resolvers import configured_tools
-from moa_graph.terminal import stream_turn, turn_summary
-from moa_graph.usage import format_usage
+
+if TYPE_CHECKING:
+    from moa_graph.config import MoAConfig
 
 __all__ = ["main"]
 
 _PROG = "moa-graph"
 _OFFLINE_HINT = "or try --offline"
+_USAGE_EXIT = 2
+"""A command that cannot run as typed; nothing was asked of any model."""
 _BUSY_EXIT = 75
 """`EX_TEMPFAIL`: another run holds the thread; the same command may succeed later."""
-_DURABILITY: Durability = "sync"
-"""Each step is stored before the next one starts: a store that fails stops the turn there,
-before the aggregator is paid for, and `--resume` goes on from the last stored step."""
+_INTERRUPTED_EXIT = 130
+"""128 + SIGINT, as a shell reports a command that Ctrl-C stopped."""
+_CHECKPOINT_URL_ENV_VAR = "MOA_GRAPH_CHECKPOINT_URL"
+"""`persistence.CHECKPOINT_URL_ENV_VAR`, spelled out for the help text: importing the
+store's module (LangGraph's checkpointers) would make `--help` slow."""
+_QUESTION_CHARS = 60
+"""Characters of a thread's first question `moa-graph threads` shows."""
 
 
 class _UsageError(Exception):
     """A command-line mistake: printed as one line, exit status 2."""
+
+
+class _Interrupted(Exception):
+    """Ctrl-C stopped a turn; the message says how to finish it, if anything was stored."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -64,7 +65,6 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `moa-graph` command; returns the exit status."""
-    err = Console(stderr=True, highlight=False)
     # The PostgreSQL pool logs each reconnect attempt as a warning; a failure that matters
     # reaches the user as one line below.
     logging.getLogger("psycopg").addHandler(logging.NullHandler())
@@ -72,34 +72,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
         return int(args.handler(args))
     except (_UsageError, ConfigError) as exc:
-        err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
-        return 2
+        return _fail(f"error: {exc}", _USAGE_EXIT)
     except ThreadBusyError as exc:
-        err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
-        return _BUSY_EXIT
+        return _fail(f"error: {exc}", _BUSY_EXIT)
     except (MoAAggregatorError, CheckpointStoreError) as exc:
-        err.print(f"{_PROG}: error: {exc}", markup=False, soft_wrap=True)
-        return 1
+        return _fail(f"error: {exc}", 1)
+    except _Interrupted as exc:
+        return _fail(f"interrupted{exc}", _INTERRUPTED_EXIT, newline=True)
     except KeyboardInterrupt:
-        err.print(f"{_PROG}: interrupted", markup=False)
-        return 130
+        return _fail("interrupted", _INTERRUPTED_EXIT, newline=True)
     except BrokenPipeError:  # `moa-graph ... | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except Exception as exc:  # the last line of defence: one line, no traceback
-        err.print(f"{_PROG}: error: {type(exc).__name__}: {exc}", markup=False, soft_wrap=True)
-        return 1
+        return _fail(f"error: {type(exc).__name__}: {exc}", 1)
+
+
+def _fail(message: str, status: int, *, newline: bool = False) -> int:
+    """Print `moa-graph: <message>` as one line on stderr (after a line end after a ^C)."""
+    line = " ".join(f"{_PROG}: {message}".splitlines())
+    sys.stderr.write(("\n" if newline else "") + line + "\n")
+    sys.stderr.flush()
+    return status
 
 
 def _parser() -> _Parser:
     parser = _Parser(prog=_PROG, description="Mixture-of-Agents presets as LangGraph graphs.")
+    parser.add_argument("--version", action="version", version=f"{_PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    init = commands.add_parser("init", help="write a commented starter moa.yaml")
+    init.add_argument(
+        "path", nargs="?", default="moa.yaml", help="file to write (default: ./moa.yaml)"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    init.set_defaults(handler=_cmd_init)
+
     run = commands.add_parser("run", help="run one MoA turn with tools, on a stored thread")
-    run.add_argument("question", nargs="?")
+    run.add_argument("question", nargs="?", help="the question; - reads it from stdin")
+    run.add_argument("--file", metavar="PATH", help="read the question from this file (UTF-8)")
     _config_options(run)
     run.add_argument("--json", action="store_true", help="print the result as JSON")
-    run.add_argument("--thread", help="continue this thread (default: start a new one)")
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="after the references' table, print each one's answer (or why it failed)",
+    )
+    run.add_argument("--thread", metavar="ID", help="continue this stored thread")
+    run.add_argument(
+        "--new-thread",
+        action="store_true",
+        help="start a new thread (with --thread: named ID, which must not exist yet)",
+    )
     run.add_argument(
         "--resume", action="store_true", help="finish the thread's interrupted last turn"
     )
@@ -138,7 +163,7 @@ def _parser() -> _Parser:
 def _store_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--checkpoint-url",
-        help=f"postgresql://... thread store (default: ${CHECKPOINT_URL_ENV_VAR}, else SQLite "
+        help=f"postgresql://... thread store (default: ${_CHECKPOINT_URL_ENV_VAR}, else SQLite "
         "in the state directory)",
     )
 
@@ -160,6 +185,8 @@ def _config_options(parser: argparse.ArgumentParser, *, preset: bool = True) -> 
 def _session(args: argparse.Namespace) -> Iterator[MoAConfig]:
     """The config to use; with --offline, the demo config on a running stand-in server."""
     if not args.offline:
+        from moa_graph.config import load_config
+
         try:
             config = load_config(args.config)
         except ConfigError as exc:
@@ -174,107 +201,73 @@ def _session(args: argparse.Namespace) -> Iterator[MoAConfig]:
         yield offline_config(url)
 
 
-# -- run ----------------------------------------------------------------------------------
+# -- init ---------------------------------------------------------------------------------
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    if args.question is None and not args.resume:
-        raise _UsageError("a question is required (or --resume to finish a thread's last turn)")
-    if args.resume and not args.thread:
-        raise _UsageError("--resume needs --thread ID")
-    with _session(args) as config:
-        preset = config.preset(args.preset)
-        if not args.offline:
-            _require_keys(preset, config)
-        tools = configured_tools(config, preset.name)
-        builder = build_moa_graph(preset, tools=tools, config=config)
-        thread = args.thread or new_thread_id()
-        url = checkpoint_url(args.checkpoint_url)
-        with thread_lock(thread, url):  # one runner per thread: a second one pays for nothing
-            return asyncio.run(_run_turn(args, builder, preset, thread, url))
+def _cmd_init(args: argparse.Namespace) -> int:
+    from moa_graph.starter import StarterExistsError, next_steps, write_starter
 
-
-async def _run_turn(
-    args: argparse.Namespace, builder: Any, preset: Preset, thread: str, url: str | None
-) -> int:
-    """One turn on a stored thread (new unless --thread), streamed or as JSON."""
-    err = Console(stderr=True, highlight=False)
-    async with open_checkpointer(url) as saver:
-        graph = builder.compile(checkpointer=saver)
-        run_config: RunnableConfig = {"configurable": {"thread_id": thread}}
-        _check_last_turn(args, thread, (await graph.aget_state(run_config)).next)
-        request: Any = None if args.resume else {"messages": [("user", args.question)]}
-        started = time.perf_counter()
-        try:
-            if args.json:
-                result = await graph.ainvoke(request, run_config, durability=_DURABILITY)
-                summary = turn_summary(
-                    preset, result, wall_s=time.perf_counter() - started, thread_id=thread
-                )
-                print(json.dumps(summary, indent=2, ensure_ascii=False))
-                return 0
-            if not args.thread:
-                err.print(f"[dim]new thread {thread}[/dim]")
-            usage = await stream_turn(graph, request, run_config, preset, durability=_DURABILITY)
-        except MoAAggregatorError as exc:
-            resume = f"the turn is saved: finish it with --thread {thread} --resume"
-            raise MoAAggregatorError(exc.label, f"{exc.cause}; {resume}") from exc
-        except CheckpointStoreError as exc:
-            resume = f"the turn stopped there: finish it with --thread {thread} --resume"
-            raise CheckpointStoreError(f"{exc}; {resume}") from exc
-    wall = time.perf_counter() - started
-    err.print(f"[dim]{format_usage(usage)} · {wall:.2f}s · thread {thread}[/dim]", soft_wrap=True)
+    try:
+        path = write_starter(args.path, force=args.force)
+    except StarterExistsError as exc:
+        raise _UsageError(str(exc)) from None
+    except OSError as exc:
+        raise _UsageError(f"cannot write {args.path}: {exc.strerror or exc}") from None
+    print(next_steps(path))
     return 0
 
 
-def _check_last_turn(args: argparse.Namespace, thread: str, pending: tuple[str, ...]) -> None:
-    """Refuse a new question while the thread's last turn is unfinished, and a resume without.
+# -- run, threads ----------------------------------------------------------------------------
 
-    A question appended after an unanswered one would leave that one unanswered for good,
-    and throw away the reference answers its turn already paid for.
-    """
-    if args.resume and not pending:
-        raise _UsageError(f"thread {thread} has no unfinished turn to resume")
-    if pending and not args.resume:
-        before = ", ".join(sorted(set(pending)))
-        raise _UsageError(
-            f"thread {thread}'s last turn is unfinished (stopped before {before}): finish it "
-            f"with --thread {thread} --resume, or ask on a new thread"
-        )
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from moa_graph.run_command import run_command
+
+    return run_command(args)
 
 
 def _cmd_threads(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from moa_graph.persistence import (
+        ThreadSummary,
+        checkpoint_url,
+        list_threads,
+        open_checkpointer,
+    )
+
     async def listed() -> list[ThreadSummary]:
         async with open_checkpointer(checkpoint_url(args.checkpoint_url)) as saver:
             return await list_threads(saver)
 
     threads = asyncio.run(listed())
     if not threads:
-        Console(stderr=True, highlight=False).print("no threads yet", markup=False)
+        print("no threads yet", file=sys.stderr)
         return 0
-    table = Table(box=None)
-    for column in ("thread", "last update", "turns"):
-        table.add_column(column)
+    rows = [("thread", "last update", "turns", "first question")]
     for thread in threads:
         updated = thread.updated_at.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        table.add_row(thread.thread_id, updated, str(thread.user_turns))
-    Console(highlight=False).print(table)
+        question = _trimmed(thread.first_question, _QUESTION_CHARS)
+        rows.append((thread.thread_id, updated, str(thread.user_turns), question))
+    width = max(len(row[0]) for row in rows)
+    for thread_id, updated, turns, question in rows:
+        print(f"{thread_id:<{width}}  {updated:<19}  {turns:>5}  {question}".rstrip())
     return 0
 
 
-def _require_keys(preset: Preset, config: MoAConfig) -> None:
-    specs = [*preset.reference_models, preset.aggregator] if preset.enabled else [preset.aggregator]
-    missing = missing_api_keys([s for s in specs if s.enabled], config.providers)
-    if missing:
-        raise ConfigError(
-            f"{missing[0]} is not set: export it to run preset {preset.name!r}, {_OFFLINE_HINT}"
-        )
+def _trimmed(text: str, limit: int) -> str:
+    """`text` on one line, cut to `limit` characters with an ellipsis."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
 
 
 # -- presets, graph, stub-server -------------------------------------------------------------
 
 
 def _cmd_presets(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
     with _session(args) as config:
         table = Table(box=None)
         for column in ("preset", "enabled", "reference models", "aggregator"):
@@ -288,10 +281,22 @@ def _cmd_presets(args: argparse.Namespace) -> int:
                 name + mark, "yes" if preset.enabled else "no", refs, preset.aggregator.label
             )
         Console(highlight=False).print(table)
+        from moa_graph.prices import price_note
+
+        note = price_note(
+            spec
+            for preset in config.presets.values()
+            for spec in (*preset.reference_models, preset.aggregator)
+        )
+        if note:
+            Console(stderr=True, highlight=False).print(f"[dim]{note}[/dim]", soft_wrap=True)
     return 0
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
+    from moa_graph.graph import build_moa_graph
+    from moa_graph.resolvers import configured_tools
+
     with _session(args) as config:
         preset = config.preset(args.preset)
         tools = configured_tools(config, preset.name)
@@ -301,6 +306,8 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 def _cmd_stub_server(args: argparse.Namespace) -> int:
+    import asyncio
+
     from moa_graph.testing.server import load_stub_config, serve
 
     models, default = load_stub_config(args.config) if args.config else ({}, None)
@@ -320,6 +327,8 @@ def _cmd_stub_server(args: argparse.Namespace) -> int:
 
 def _cmd_dev(args: argparse.Namespace) -> int:
     """Become `langgraph dev` in the directory of `langgraph.json`, with the server's config."""
+    from moa_graph.config import CONFIG_ENV_VAR, config_file, load_config
+
     root = _studio_root()
     if not all(importlib.util.find_spec(m) for m in ("langgraph_cli", "langgraph_api")):
         raise _UsageError("dev needs LangGraph's dev server: pip install 'moa-graph[studio]'")
@@ -334,9 +343,7 @@ def _cmd_dev(args: argparse.Namespace) -> int:
     load_config(path)
     # The server runs in `root`: a path relative to here would point elsewhere there.
     env[CONFIG_ENV_VAR] = str(path.absolute())
-    Console(stderr=True, highlight=False).print(
-        f"{_PROG} dev: MoA config {path.absolute()}", markup=False
-    )
+    print(f"{_PROG} dev: MoA config {path.absolute()}", file=sys.stderr, flush=True)
     command = [sys.executable, "-m", "langgraph_cli", "dev", "--no-browser"]
     command += ["--host", args.host, "--port", str(args.port)]
     command += ["--no-reload"] if args.no_reload else []
@@ -357,4 +364,8 @@ def _studio_root() -> Path:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m moa_graph.cli` runs this file as `__main__`; `moa_graph.run_command` imports
+    # `moa_graph.cli`, a second copy whose error classes this copy would not catch.
+    from moa_graph.cli import main as _main
+
+    sys.exit(_main())

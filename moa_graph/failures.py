@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import sys
 import traceback
 from types import TracebackType
@@ -45,20 +46,25 @@ def describe_error(exc: BaseException, *, max_chars: int = _MAX_ERROR_CHARS) -> 
     """`Type: message`, one line, with every known key value scrubbed, then bounded.
 
     Parsing errors escaping the client (a body that is not JSON, a completion without
-    choices) are named as what they are: a malformed response from the provider.
+    choices) are named as what they are: a malformed response from the provider. So is a
+    connection the client calls a timeout: `APIConnectionError: connection refused by
+    127.0.0.1:8765 (ConnectionRefusedError: ...)`.
 
     Example:
         >>> describe_error(ValueError("no   such  model"))
         'ValueError: no such model'
     """
-    message = scrub_secrets(str(exc))
+    message, kind = scrub_secrets(str(exc)), type(exc).__name__
     root = transport_cause(exc)
     if root is not None:
+        failure = _connection_failure(exc, root)
+        if failure is not None:  # the client's own words for it would be wrong
+            message, kind = failure, "APIConnectionError"
         message += f" ({type(root).__name__}: {scrub_secrets(str(root))})"
     message = " ".join(message.split())
     if len(message) > max_chars:
         message = message[: max_chars - 3] + "..."
-    described = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    described = f"{kind}: {message}" if message else kind
     if isinstance(exc, _MALFORMED_RESPONSE):
         described = f"malformed response from the provider ({described})"
     return described
@@ -132,6 +138,33 @@ def transport_cause(exc: BaseException) -> BaseException | None:
         link for link in exception_chain(exc)[1:] if not isinstance(link, asyncio.CancelledError)
     ]
     return causes[-1] if causes and str(causes[-1]).strip() else None
+
+
+def _connection_failure(exc: BaseException, root: BaseException) -> str | None:
+    """What went wrong when the client's generic message does not say it, else None.
+
+    The aiohttp transport reports every failure to connect as a timeout ("Request timed
+    out."): a refused connection, an unknown host, a dropped one. A real timeout is left to
+    the client's words.
+    """
+    where = _host_of(exc)
+    if any(isinstance(link, ConnectionRefusedError) for link in exception_chain(exc)):
+        return f"connection refused by {where}" if where else "connection refused"
+    if isinstance(root, socket.gaierror):
+        return f"cannot resolve host {where}" if where else "cannot resolve host"
+    timeout = sys.modules["openai"].APITimeoutError
+    if isinstance(exc, timeout) and not isinstance(root, TimeoutError):
+        return f"connection to {where} failed" if where else "connection failed"
+    return None
+
+
+def _host_of(exc: BaseException) -> str | None:
+    """`host:port` of the request that failed (no path, query or credentials), if known."""
+    try:
+        url = exc.request.url  # type: ignore[attr-defined]  # openai.APIConnectionError's
+        return f"{url.host}:{url.port}" if url.port else str(url.host)
+    except Exception:  # no request, or a URL of another shape: the cause is named anyway
+        return None
 
 
 def exception_chain(exc: BaseException) -> list[BaseException]:

@@ -83,6 +83,8 @@ class ThreadSummary:
     """When its latest checkpoint was written (timezone-aware, UTC)."""
     user_turns: int
     """Human messages in its latest checkpoint."""
+    first_question: str = ""
+    """The text of its first human message ("" when it has none)."""
 
 
 def default_state_path() -> Path:
@@ -390,8 +392,10 @@ async def _latest_thread_ids(
 
 def _summary(item: CheckpointTuple) -> ThreadSummary:
     messages = item.checkpoint["channel_values"].get("messages") or []
+    questions = [message for message in messages if isinstance(message, HumanMessage)]
     return ThreadSummary(
         thread_id=str(item.config["configurable"]["thread_id"]),
         updated_at=datetime.fromisoformat(item.checkpoint["ts"]),
-        user_turns=sum(isinstance(message, HumanMessage) for message in messages),
+        user_turns=len(questions),
+        first_question=questions[0].text if questions else "",
     )

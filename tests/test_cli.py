@@ -222,7 +222,9 @@ def test_a_thread_continues_across_runs_on_each_store(store):
     listed = _cli("threads", "--checkpoint-url", store.url)
     assert listed.returncode == 0, listed.stderr
     (row,) = [line for line in listed.stdout.splitlines() if thread in line]
-    assert row.split()[-1] == "2"  # two user turns
+    _, _, _, turns, first_question = row.split(maxsplit=4)
+    assert turns == "2"  # two user turns
+    assert first_question == "What is 17 * 23?"  # the first one, not the last
 
 
 def test_without_a_thread_a_new_one_is_started_and_named(tmp_path):
@@ -251,7 +253,7 @@ def test_a_failed_aggregator_turn_is_saved_and_resumed(stub, tmp_path):
     state = {"XDG_STATE_HOME": str(tmp_path)}
     args = ("run", "--config", str(config), "--thread", "t-resume")
 
-    line = _one_error_line(_cli(*args, "--json", "What is 17 * 23?", env=state))
+    line = _one_error_line(_cli(*args, "--new-thread", "--json", "What is 17 * 23?", env=state))
     assert "aggregator stub:boss failed" in line and "--thread t-resume --resume" in line
 
     resumed = _cli(*args, "--resume", "--json", env=state)
@@ -296,7 +298,8 @@ def test_a_second_run_on_a_busy_thread_is_one_line_and_pays_for_nothing(store, t
     try:
         run = ("run", "--json", "--config", _stub_config(stand_in, tmp_path))
         run += ("--checkpoint-url", store.url, "--thread", "t-busy")
-        both = [_cli_started(*run, "Name a river."), _cli_started(*run, "Name a river.")]
+        ask = (*run, "--new-thread", "Name a river.")
+        both = [_cli_started(*ask), _cli_started(*ask)]
         deadline = time.monotonic() + 60
         while stand_in.stats().get("beta") != 1:  # the winner holds the thread
             assert time.monotonic() < deadline and any(p.poll() is None for p in both)
@@ -336,7 +339,8 @@ def test_a_new_question_after_an_unfinished_turn_is_refused_with_the_resume_hint
     stub.configure({"boss": {"fault": {"kind": "status", "status": 500, "times": 1}}})
     run = ("run", "--json", "--config", _stub_config(stub, tmp_path, max_retries=0))
     run += ("--checkpoint-url", store.url, "--thread", "t-unfinished")
-    assert "aggregator stub:boss failed" in _one_error_line(_cli(*run, "Name a river."))
+    first = _cli(*run, "--new-thread", "Name a river.")
+    assert "aggregator stub:boss failed" in _one_error_line(first)
     asked = stub.stats()
 
     line = _one_error_line(_cli(*run, "And a mountain?"))
@@ -356,7 +360,9 @@ def test_a_new_question_after_an_unfinished_turn_is_refused_with_the_resume_hint
 def test_resume_on_a_thread_with_nothing_unfinished_is_one_line(stub, tmp_path):
     run = ("run", "--json", "--config", _stub_config(stub, tmp_path), "--thread", "t-done")
     state = {"XDG_STATE_HOME": str(tmp_path)}
-    assert _cli(*run, "Name a river.", env=state).returncode == 0
-    line = _one_error_line(_cli(*run, "--resume", env=state))
+    assert _cli(*run, "--new-thread", "Name a river.", env=state).returncode == 0
+    resumed = _cli(*run, "--resume", env=state)
+    line = _one_error_line(resumed)
     assert line == "moa-graph: error: thread t-done has no unfinished turn to resume"
+    assert resumed.returncode == 2
     assert stub.stats() == {"alpha": 1, "beta": 1, "boss": 1}

@@ -532,7 +532,9 @@ def test_a_turn_rides_out_a_postgresql_restart_and_pays_each_model_once(
     own_pg: OwnServer, stub: StubServer, tmp_path: Path
 ):
     stub.configure({"alpha": {"latency": 0.1}, "beta": {"latency": 3}})
-    turn = _cli_run(stub, tmp_path, own_pg.url, "--thread", "t-restart", "Name a river.")
+    turn = _cli_run(
+        stub, tmp_path, own_pg.url, "--thread", "t-restart", "--new-thread", "Name a river."
+    )
     _beta_in_flight_after_alpha_was_stored(stub, own_pg.url, "t-restart", turn)
     pgserver.restart(own_pg.base)  # every session of the run is cut
 
@@ -608,7 +610,9 @@ def test_a_runner_whose_thread_was_taken_during_a_restart_writes_nothing_more(ow
 def test_a_second_resume_is_refused_while_the_runner_rides_out_a_restart(
     own_pg: OwnServer, slow_beta: StubProcess, tmp_path: Path
 ):
-    turn = _cli_run(slow_beta, tmp_path, own_pg.url, "--thread", "t-held", "Name a river.")
+    turn = _cli_run(
+        slow_beta, tmp_path, own_pg.url, "--thread", "t-held", "--new-thread", "Name a river."
+    )
     _beta_in_flight_after_alpha_was_stored(slow_beta, own_pg.url, "t-held", turn)
     slow_beta.freeze()  # beta's answer waits, however long the restart takes
     try:
@@ -634,7 +638,7 @@ def test_a_database_down_past_the_timeout_stops_before_the_aggregator_and_resume
     own_pg: OwnServer, slow_beta: StubProcess, tmp_path: Path
 ):
     url = f"{own_pg.url}?connect_timeout=2"
-    turn = _cli_run(slow_beta, tmp_path, url, "--thread", "t-down", "Name a river.")
+    turn = _cli_run(slow_beta, tmp_path, url, "--thread", "t-down", "--new-thread", "Name a river.")
     _beta_in_flight_after_alpha_was_stored(slow_beta, url, "t-down", turn)
     slow_beta.freeze()  # beta answers once the database is down, however long that takes
     pgserver.halt(own_pg.base)
@@ -669,7 +673,9 @@ _WAITING_ON_A_LOCK = (
 def test_a_write_cut_mid_call_is_made_again_on_a_fresh_connection(
     store: Store, slow_beta: StubProcess, tmp_path: Path
 ):
-    turn = _cli_run(slow_beta, tmp_path, store.url, "--thread", "t-cut", "Name a river.")
+    turn = _cli_run(
+        slow_beta, tmp_path, store.url, "--thread", "t-cut", "--new-thread", "Name a river."
+    )
     _beta_in_flight_after_alpha_was_stored(slow_beta, store.url, "t-cut", turn)
     slow_beta.freeze()  # beta answers only once the table is locked
     with psycopg.connect(store.url) as admin:
