@@ -39,6 +39,14 @@ class AdviceCache:
                 self._first_steps.popitem(last=False)
             return first
 
+    def peek(self, key: str) -> Advice | None:
+        """The advice for `key` if it is made (no wait, no computation)."""
+        with self._lock:
+            future = self._entries.get(key)
+        if future is None or not future.done() or future.cancelled():
+            return None
+        return None if future.exception() is not None else future.result()
+
     def get(self, key: str, compute: Callable[[], Advice]) -> tuple[Advice, bool]:
         """The advice for `key` and whether it was computed by this call."""
         while True:

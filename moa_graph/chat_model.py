@@ -53,6 +53,7 @@ from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 from moa_graph.cache import AdviceCache
 from moa_graph.config import MoAConfig, Preset
 from moa_graph.failures import aggregator_failures
+from moa_graph.gate import Gate, GateChoice, adecide, decide, run_choice
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.panel import Advice, acall_panel, call_panel
 from moa_graph.providers import ModelFactory
@@ -118,6 +119,11 @@ class MoAChatModel(BaseChatModel):
     """Stream the aggregator's tokens even under `invoke`."""
     reference_cache_size: int = 256
     """How many user turns' reference answers are kept."""
+    references: GateChoice = "auto"
+    """Whether calls consult the references: `auto` (the preset's gate, if any), `on`, `off`;
+    a call's `references=` option and a run's `configurable["moa_references"]` come first."""
+    gate: Gate | None = Field(default=None, exclude=True)
+    """Decides per user turn whether the references run (`moa_graph.gate`)."""
 
     _config: MoAConfig | None = PrivateAttr(default=None)
     _default: Preset = PrivateAttr()
@@ -258,7 +264,7 @@ class MoAChatModel(BaseChatModel):
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
         with inner_runs(call.callbacks):
-            advice, computed = self._cache.get(call.key, call.panel)
+            advice, computed = call.advice(self._cache)
             aggregator, agg_input, config = call.aggregator(messages, advice)
             with call.errors():
                 reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
@@ -274,7 +280,7 @@ class MoAChatModel(BaseChatModel):
     ) -> ChatResult:
         call = self._prepare(messages, kwargs, run_manager)
         with inner_runs(call.callbacks):
-            advice, computed = await self._cache.aget(call.key, call.apanel)
+            advice, computed = await call.aadvice(self._cache)
             aggregator, agg_input, config = call.aggregator(messages, advice)
             with call.errors():
                 reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
@@ -290,7 +296,7 @@ class MoAChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
         with inner_runs(call.callbacks):
-            advice, computed = self._cache.get(call.key, call.panel)
+            advice, computed = call.advice(self._cache)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         gathered: AIMessageChunk | None = None
         with call.errors():
@@ -314,7 +320,7 @@ class MoAChatModel(BaseChatModel):
     ) -> AsyncIterator[ChatGenerationChunk]:
         call = self._prepare(messages, kwargs, run_manager)
         with inner_runs(call.callbacks):
-            advice, computed = await self._cache.aget(call.key, call.apanel)
+            advice, computed = await call.aadvice(self._cache)
         aggregator, agg_input, config = call.aggregator(messages, advice)
         gathered: AIMessageChunk | None = None
         with call.errors():
@@ -344,10 +350,16 @@ class MoAChatModel(BaseChatModel):
         shown = [(m.type, m.content) for m in turn]
         digest = hashlib.sha256(json.dumps([models.preset.name, shown], default=str).encode())
         turn_key = digest.hexdigest()
-        serving = serving_step(models.preset, step, self._cache.first_step(turn_key, step))
+        first = self._cache.first_step(turn_key, step)
+        serving = serving_step(models.preset, step, first)
         view = reference_view(messages, models.preset) if consulted else []
         callbacks = child_callbacks(run_manager)
-        return _Call(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
+        choice = run_choice(kwargs.pop("references", None))
+        if choice == "auto":
+            choice = run_choice(self.references)
+        call = _Call(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
+        call.gating(gate=self.gate, choice=choice, first=f"{turn_key}:{first}", messages=messages)
+        return call
 
     def _models(self, preset_name: str | None) -> PresetModels:
         preset = self._default
@@ -397,14 +409,57 @@ class _Call:
         self.step = step
         self._kwargs = kwargs
         self.request: AggregatorRequest | None = None
+        self._gate: Gate | None = None
+        self._choice: GateChoice = "auto"
+        self._first = key
+        self._messages: list[BaseMessage] = []
 
-    def panel(self) -> Advice:
-        """Run the references on this call's view (sync)."""
-        return call_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
+    def gating(
+        self, *, gate: Gate | None, choice: GateChoice, first: str, messages: list[BaseMessage]
+    ) -> None:
+        """The gate of this call's turn: its callable, the run's choice, its first fan-out."""
+        self._gate, self._choice, self._first, self._messages = gate, choice, first, messages
 
-    async def apanel(self) -> Advice:
-        """Run the references on this call's view (async)."""
-        return await acall_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
+    def advice(self, cache: AdviceCache) -> tuple[Advice, bool]:
+        """This call's advice (sync): cached, or made now; whether this call made it."""
+        held = self._held(cache)
+        return held if held is not None else cache.get(self.key, self._panel)
+
+    async def aadvice(self, cache: AdviceCache) -> tuple[Advice, bool]:
+        """This call's advice (async)."""
+        held = self._held(cache)
+        return held if held is not None else await cache.aget(self.key, self._apanel)
+
+    def _held(self, cache: AdviceCache) -> tuple[Advice, bool] | None:
+        """The turn's skipped advice, when its gate skipped it: a turn never re-runs then."""
+        first = cache.peek(self._first)
+        if self._first != self.key and first is not None and first.gated:
+            return first, False
+        return None
+
+    def _panel(self) -> Advice:
+        decision = None
+        if self._gated():
+            decision = decide(self.models, self._messages, gate=self._gate, choice=self._choice)
+        if decision is not None and not decision.consult:
+            return Advice(step=self.step, usage=decision.usage, gated=True)
+        advice = call_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
+        return advice.with_usage(decision.usage if decision else None)
+
+    async def _apanel(self) -> Advice:
+        decision = None
+        if self._gated():
+            decision = await adecide(
+                self.models, self._messages, gate=self._gate, choice=self._choice
+            )
+        if decision is not None and not decision.consult:
+            return Advice(step=self.step, usage=decision.usage, gated=True)
+        advice = await acall_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
+        return advice.with_usage(decision.usage if decision else None)
+
+    def _gated(self) -> bool:
+        """Whether this call's fan-out asks the gate: the turn's first, with references."""
+        return self._first == self.key and bool(enabled_slots(self.models))
 
     def aggregator(
         self, messages: list[BaseMessage], advice: Advice
@@ -423,7 +478,7 @@ class _Call:
             advice.answers,
             raw=advice.raw,
             reference_step=advice.step,
-            consulted=bool(enabled_slots(self.models)),
+            consulted=bool(enabled_slots(self.models)) and not advice.gated,
             tools=bool(tools),
             bounded=kwargs.get("tool_choice") in (None, "auto", "none"),
         )

@@ -41,6 +41,7 @@ from moa_graph.tools import import_tool
 __all__ = [
     "CONFIG_ENV_VAR",
     "MAX_CONFIG_BYTES",
+    "GateSpec",
     "MoAConfig",
     "ModelSpec",
     "Preset",
@@ -127,6 +128,9 @@ class ModelSpec(BaseModel):
     """Self-MoA: independent samples of this reference, labelled `provider:model#1`.."""
     reference_timeout_s: float | None = Field(default=None, gt=0)
     """A reference still running after this many seconds is cancelled and counts as failed."""
+    context_window: int | None = Field(default=None, ge=256, le=100_000_000)
+    """Tokens the model reads and writes per request: a reference's input is trimmed to fit,
+    leaving room for its `max_tokens` (oldest turns first, the latest user message kept)."""
 
     @property
     def label(self) -> str:
@@ -146,6 +150,15 @@ class ModelSpec(BaseModel):
                 "provider 'moa' is not allowed here: a preset cannot use another MoA preset"
             )
         return value
+
+
+class GateSpec(BaseModel):
+    """The automatic gate: a cheap model asked whether a user turn needs the panel."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    model: ModelSpec
+    """The model that decides (answers `CONSULT` or `SKIP`)."""
 
 
 class Preset(BaseModel):
@@ -183,6 +196,16 @@ class Preset(BaseModel):
     running are cancelled (after `quorum_grace_s`) and recorded as cut. None: wait for all."""
     quorum_grace_s: float = Field(default=0.0, ge=0, le=3600)
     """After the quorum is reached, how long the other references may still finish."""
+    gate: GateSpec | None = None
+    """Ask a cheap model at each user turn whether it needs the references (None: always)."""
+    max_reference_cost_usd: float | None = Field(default=None, gt=0)
+    """A fan-out's estimated reference cost cap: the most expensive references are left out
+    (at least one runs) until the estimate fits."""
+    max_reference_input_tokens: int | None = Field(default=None, ge=1)
+    """A fan-out's estimated reference input-token cap, applied like the cost cap."""
+    reference_input: str = "full"
+    """How much history references see: `full`, `turn` (from the latest user message) or
+    `recent:N` (the latest N user turns)."""
     min_references: int = Field(default=1, ge=0)
     """Below this many successful references the guidance says the advice is thin."""
     degraded_reference_policy: Literal["loud", "silent"] = "loud"
@@ -203,6 +226,20 @@ class Preset(BaseModel):
         if self.fanout == "per_turn":
             return None
         return 1 if self.fanout == "every_step" else int(self.fanout.removeprefix("every_n:"))
+
+    @property
+    def reference_turns(self) -> int | None:
+        """User turns of history references see (None: all of it)."""
+        if self.reference_input == "full":
+            return None
+        return 1 if self.reference_input == "turn" else int(self.reference_input[7:])
+
+    @field_validator("reference_input")
+    @classmethod
+    def _input_scope(cls, value: str) -> str:
+        if value in ("full", "turn") or re.fullmatch(r"recent:[1-9]\d*", value):
+            return value
+        raise ValueError(f"{value!r} is not an input scope: use full, turn or recent:N (N >= 1)")
 
     @field_validator("fanout")
     @classmethod

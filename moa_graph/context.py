@@ -2,8 +2,9 @@
 
 The graph `langgraph dev` serves (`moa_graph.studio:graph`) is called by people who do not
 own the server, so a run chooses only among what the server's owner configured: a preset
-of the server's config, by name. It never names a file, an import path, a URL or an
-environment variable; the config file is chosen when the server starts.
+of the server's config, by name, and whether to consult its references (`references`). It
+never names a file, an import path, a URL or an environment variable; the config file is
+chosen when the server starts.
 
 Example:
     >>> from moa_graph.studio import graph  # doctest: +SKIP
@@ -33,10 +34,24 @@ class MoAContext:
         },
     )
 
+    references: str = field(
+        default="auto",
+        metadata={
+            "description": "Whether this run consults the preset's reference models: auto "
+            "(the preset decides, through its gate if it has one), on (always) or off (the "
+            "aggregator answers alone)."
+        },
+    )
+
     def __post_init__(self) -> None:
         if not isinstance(self.preset, str):
             raise ConfigError(
                 f"run context: 'preset' must be a preset name, not {type(self.preset).__name__}"
+            )
+        if self.references not in ("auto", "on", "off", ""):
+            raise ConfigError(
+                "run context: 'references' must be auto, on or off, not "
+                f"{str(self.references)[:40]!r}"
             )
 
     @classmethod
@@ -55,7 +70,7 @@ class MoAContext:
 
         Example:
             >>> MoAContext.coerce({"preset": "fast", "user_id": "u1"})
-            MoAContext(preset='fast')
+            MoAContext(preset='fast', references='auto')
         """
         if context is None:
             return cls()

@@ -1,6 +1,7 @@
 """Progress events on `stream_mode="custom"`.
 
-One event when each reference starts and ends, and one when the aggregator starts a step.
+One event when each reference starts and ends, one when the aggregator starts a step, and
+one when a turn's gate decides (when the turn has one).
 The CLI's live view is built from these and nothing else.
 """
 
@@ -11,7 +12,7 @@ from typing import Literal, NotRequired
 from langgraph.config import get_stream_writer
 from typing_extensions import TypedDict
 
-__all__ = ["AggregatorEvent", "ReferenceEvent", "emit"]
+__all__ = ["AggregatorEvent", "GateEvent", "ReferenceEvent", "emit"]
 
 
 class ReferenceEvent(TypedDict):
@@ -34,7 +35,17 @@ class AggregatorEvent(TypedDict):
     references_ok: NotRequired[int]
 
 
-def emit(event: ReferenceEvent | AggregatorEvent) -> None:
+class GateEvent(TypedDict):
+    """The turn's gate decided whether its references run (`moa_graph.gate`)."""
+
+    type: Literal["moa_gate"]
+    decision: Literal["consult", "skip"]
+    by: Literal["preset", "run", "callable", "model"]
+    latency_ms: float | None
+    """The gate model's call; None when no model was asked."""
+
+
+def emit(event: ReferenceEvent | AggregatorEvent | GateEvent) -> None:
     """Send an event to `stream_mode="custom"`; a no-op outside a streamed LangGraph run."""
     try:
         writer = get_stream_writer()

@@ -26,6 +26,7 @@ from typing_extensions import TypedDict
 
 from moa_graph.config import Preset
 from moa_graph.context import MoAContext
+from moa_graph.gate import Gate
 from moa_graph.models import PresetModels
 from moa_graph.nodes import AGGREGATOR, FAN_OUT, JOIN, REFERENCE, TOOLS, MoANodes
 from moa_graph.providers import ModelFactory
@@ -61,6 +62,7 @@ def build_moa_graph(
     config: ConfigSource = None,
     model_factory: ModelFactory | None = None,
     name: str = "moa",
+    gate: Gate | None = None,
 ) -> StateGraph[MoAState]:
     """Build the (uncompiled) MoA graph for a preset; compile it with your checkpointer.
 
@@ -76,6 +78,8 @@ def build_moa_graph(
         name: The agent's name: set as the `name` of the aggregator's messages, so a parent
             graph can tell which agent answered, and of the compiled graph (unless
             `compile(name=...)` says otherwise), as a supervisor expects.
+        gate: Decides per user turn whether the references run: `gate(messages) -> bool`,
+            True to consult (`moa_graph.gate`; a run's `moa_references` choice comes first).
 
     Returns:
         The `StateGraph` builder with nodes `fan_out`, `reference`, `join`, `aggregator`
@@ -94,7 +98,7 @@ def build_moa_graph(
     models = PresetModels.for_preset(
         resolved, providers=providers, model_factory=model_factory, tools=tools
     )
-    return _moa_graph(FixedPreset(models), name=name)
+    return _moa_graph(FixedPreset(models), name=name, gate=gate)
 
 
 def build_studio_graph(
@@ -146,8 +150,9 @@ def _moa_graph(
     name: str,
     context_schema: type[Any] | None = None,
     input_schema: type[Any] | None = None,
+    gate: Gate | None = None,
 ) -> StateGraph[Any, Any]:
-    nodes = MoANodes(resolver, name=name)
+    nodes = MoANodes(resolver, name=name, gate=gate)
     builder = _AgentGraph(
         name,
         MoAState,

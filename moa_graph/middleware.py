@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any, NotRequired, cast
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from langchain.agents.middleware import AgentMiddleware, AgentState, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import ExtendedModelResponse, PrivateStateAttr
@@ -35,6 +35,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command, Overwrite
 
 from moa_graph.config import ModelSpec, Preset
+from moa_graph.gate import Gate, adecide, decide, run_choice
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.panel import Advice, acall_panel, call_panel
 from moa_graph.providers import ModelFactory
@@ -63,6 +64,8 @@ class MoAAgentState(AgentState[Any]):
     """Id of the human message whose references already ran: the once-per-turn marker."""
     reference_step: NotRequired[Annotated[int, PrivateStateAttr]]
     """The model step (1-based, within the turn) the current references were made for."""
+    reference_gate: NotRequired[Annotated[Literal["consult", "skip"] | None, PrivateStateAttr]]
+    """What the turn's gate decided (`moa_graph.gate`): `skip` runs no references this turn."""
     reference_raw: NotRequired[Annotated[dict[str, str], PrivateStateAttr]]
     """With `privacy_filter: display`: the unredacted texts the model reads, by
     `"<layer>:<index>"`; `references` holds what people see."""
@@ -88,6 +91,8 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
             `MoAConfig` or anything `load_config` takes (None: discovery).
         model_factory: Builds the reference models from their `ModelSpec`s, replacing
             the built-in provider table.
+        gate: `gate(messages) -> bool`, True to consult the references this turn; a run
+            chooses with `configurable={"moa_references": "on" | "off"}` first.
 
     Example:
         >>> from langchain.agents import create_agent  # doctest: +SKIP
@@ -106,8 +111,11 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
         *,
         config: ConfigSource = None,
         model_factory: ModelFactory | None = None,
+        gate: Gate | None = None,
     ) -> None:
         super().__init__()
+        self.gate = gate
+        """Decides per user turn whether the references run (`moa_graph.gate`)."""
         resolved, loaded = resolve_preset(preset, config)
         self.models = PresetModels.for_preset(
             resolved,
@@ -126,6 +134,11 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
         fan_out = _FanOut.due(self.models, state)
         if fan_out is None:
             return None
+        if fan_out.asks_gate:
+            decision = decide(self.models, state["messages"], gate=self.gate, choice=run_choice())
+            if not decision.consult:
+                return fan_out.update(Advice(step=fan_out.step, usage=decision.usage, gated=True))
+            fan_out.gate_usage = decision.usage
         view, step = fan_out.view, fan_out.step
         return fan_out.update(call_panel(self.models, view, step=step) if view else None)
 
@@ -136,6 +149,12 @@ class MoAMiddleware(AgentMiddleware[MoAAgentState, Any]):
         fan_out = _FanOut.due(self.models, state)
         if fan_out is None:
             return None
+        if fan_out.asks_gate:
+            messages, choice = state["messages"], run_choice()
+            decision = await adecide(self.models, messages, gate=self.gate, choice=choice)
+            if not decision.consult:
+                return fan_out.update(Advice(step=fan_out.step, usage=decision.usage, gated=True))
+            fan_out.gate_usage = decision.usage
         view, step = fan_out.view, fan_out.step
         return fan_out.update(await acall_panel(self.models, view, step=step) if view else None)
 
@@ -170,13 +189,24 @@ class _FanOut:
     step: int
     view: list[BaseMessage]
     """What the references see (empty: a disabled preset, nothing runs)."""
+    gate_usage: Usage | None = None
+    """The gate model's call, counted with the turn's usage."""
+
+    @property
+    def asks_gate(self) -> bool:
+        """The turn's first fan-out, with references to run: its gate decides."""
+        return self.fresh and bool(self.view)
 
     @classmethod
     def due(cls, models: PresetModels, state: MoAAgentState) -> _FanOut | None:
         """The fan-out due before the step the state is at, or None."""
         messages = state["messages"]
         due = due_fan_out(
-            messages, models.preset, state.get("reference_turn"), state.get("reference_step", 1)
+            messages,
+            models.preset,
+            state.get("reference_turn"),
+            state.get("reference_step", 1),
+            gated_out=state.get("reference_gate") == "skip",
         )
         if due is None:
             return None
@@ -185,14 +215,15 @@ class _FanOut:
 
     def update(self, advice: Advice | None) -> dict[str, Any]:
         """The state update recording this fan-out and what the panel answered."""
-        advice = advice or Advice()
+        advice = (advice or Advice()).with_usage(self.gate_usage)
         update: dict[str, Any] = {
             "references": advice.answers,
             "reference_raw": advice.raw,
             "reference_turn": self.turn,
             "reference_step": self.step,
         }
-        if self.fresh:  # usage covers the whole turn, re-runs included
+        if self.fresh:  # usage covers the whole turn, re-runs and its gate included
+            update["reference_gate"] = "skip" if advice.gated else "consult"
             update["usage"] = Overwrite(advice.usage or add_usage(None, None))
         elif advice.usage is not None:
             update["usage"] = advice.usage
@@ -217,7 +248,7 @@ class _Step:
             state.get("references") or [],
             raw=state.get("reference_raw"),
             reference_step=state.get("reference_step", 1),
-            consulted=bool(enabled_slots(models)),
+            consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
             tools=bool(request.tools),
             bounded=bounded,
         )

@@ -26,11 +26,20 @@ from moa_graph.transport import closings
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
-__all__ = ["AGGREGATOR_TAG", "REFERENCE_TAG", "PresetModels", "Slot", "reference_slots"]
+__all__ = [
+    "AGGREGATOR_TAG",
+    "GATE_TAG",
+    "REFERENCE_TAG",
+    "PresetModels",
+    "Slot",
+    "gate_config",
+    "reference_slots",
+]
 
 REFERENCE_TAG = "moa:reference"
 """Tag on every reference model call (they are also tagged `nostream`)."""
 AGGREGATOR_TAG = "moa:aggregator"
+GATE_TAG = "moa:gate"
 """Tag on every aggregator call."""
 
 
@@ -62,6 +71,7 @@ class _Built:
     references: dict[int, BaseChatModel] = field(default_factory=dict)
     direct: dict[int, bool] = field(default_factory=dict)
     aggregator: BaseChatModel | None = None
+    gate: BaseChatModel | None = None
     acting: Runnable[LanguageModelInput, BaseMessage] | None = None
 
 
@@ -154,6 +164,16 @@ class PresetModels:
                 built.aggregator = self._aggregator_factory(self.preset.aggregator)
             return built.aggregator
 
+    def gate(self) -> BaseChatModel | None:
+        """The preset's gate model (`gate: {model: ...}`), or None."""
+        if self.preset.gate is None:
+            return None
+        with self._lock:
+            built = self._built()
+            if built.gate is None:
+                built.gate = self._reference_factory(self.preset.gate.model)
+            return built.gate
+
     def acting(self) -> Runnable[LanguageModelInput, BaseMessage]:
         """The aggregator bound to `tools` (the bare aggregator when there are none)."""
         model = self.aggregator()
@@ -208,3 +228,12 @@ def aggregator_config(spec: ModelSpec, *, stream: bool = True, **extra: Any) -> 
     }
     config.update(extra)  # type: ignore[typeddict-item]
     return config
+
+
+def gate_config(spec: ModelSpec) -> RunnableConfig:
+    """Run config of a gate call: `moa_gate:<label>`, kept out of `messages` streams."""
+    return {
+        "run_name": f"moa_gate:{spec.label}",
+        "tags": [GATE_TAG, TAG_NOSTREAM],
+        "metadata": {"moa_label": spec.label, "moa_role": "gate"},
+    }

@@ -10,14 +10,18 @@ chosen per run.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Final, Literal
 
 from langchain_core.language_models import LanguageModelInput
 from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import Runnable
-from langgraph.types import Command, Send
+from langgraph.runtime import get_runtime
+from langgraph.types import Command, Overwrite, Send
 
+from moa_graph.context import MoAContext
 from moa_graph.failures import aggregator_failures
+from moa_graph.gate import Gate, GateChoice, GateDecision, adecide, decide, run_choice
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.panel import layer_tasks
 from moa_graph.references import Outcome, acall_reference, call_reference
@@ -25,6 +29,7 @@ from moa_graph.resolvers import PresetResolver
 from moa_graph.state import MoAState, ReferenceTask, last_layer, raw_key
 from moa_graph.turn import (
     AggregatorRequest,
+    FanOut,
     aggregator_request,
     answering_model,
     check_reply,
@@ -49,17 +54,28 @@ TOOLS: Final = "tools"
 class MoANodes:
     """The node functions of one MoA graph, getting the run's models from a resolver."""
 
-    def __init__(self, resolver: PresetResolver, *, name: str) -> None:
+    def __init__(self, resolver: PresetResolver, *, name: str, gate: Gate | None = None) -> None:
         self.resolver = resolver
         self.name = name
+        self.gate = gate
 
     def fan_out(self, state: MoAState) -> Command[Any]:
-        """Dispatch references when the schedule says so, else go to the aggregator (sync)."""
-        return _fan_out(state, self.resolver.models())
+        """Dispatch references when the schedule (and the gate) say so, else aggregate (sync)."""
+        models = self.resolver.models()
+        due = _due(state, models)
+        if due is None or not due.fresh or not enabled_slots(models):
+            return _fan_out(state, models, due, None)
+        decision = decide(models, state["messages"], gate=self.gate, choice=_choice())
+        return _fan_out(state, models, due, decision)
 
     async def afan_out(self, state: MoAState) -> Command[Any]:
-        """Dispatch references when the schedule says so, else go to the aggregator (async)."""
-        return _fan_out(state, await self.resolver.amodels())
+        """Dispatch references when the schedule (and the gate) say so, else aggregate (async)."""
+        models = await self.resolver.amodels()
+        due = _due(state, models)
+        if due is None or not due.fresh or not enabled_slots(models):
+            return _fan_out(state, models, due, None)
+        decision = await adecide(models, state["messages"], gate=self.gate, choice=_choice())
+        return _fan_out(state, models, due, decision)
 
     def reference(self, task: ReferenceTask) -> dict[str, Any]:
         """Run one reference slot (sync); every failure becomes a `failed` answer."""
@@ -134,11 +150,33 @@ class MoANodes:
         }
 
 
-def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
-    messages, preset = state["messages"], models.preset
-    due = due_fan_out(messages, preset, state.get("reference_turn"), state.get("reference_step", 1))
+def _due(state: MoAState, models: PresetModels) -> FanOut | None:
+    return due_fan_out(
+        state["messages"],
+        models.preset,
+        state.get("reference_turn"),
+        state.get("reference_step", 1),
+        gated_out=state.get("reference_gate") == "skip",
+    )
+
+
+def _choice() -> GateChoice:
+    """The run's gate choice: its `configurable`, else its `MoAContext` (the Studio graph)."""
+    try:
+        context = get_runtime().context
+    except (RuntimeError, KeyError):
+        context = None
+    if isinstance(context, Mapping):
+        context = MoAContext.coerce(context)
+    return run_choice(context=context if isinstance(context, MoAContext) else None)
+
+
+def _fan_out(
+    state: MoAState, models: PresetModels, due: FanOut | None, decision: GateDecision | None
+) -> Command[Any]:
     if due is None:
         return Command(goto=AGGREGATOR)
+    messages, preset = state["messages"], models.preset
     update: dict[str, Any] = {
         "references": [],
         "reference_results": None,
@@ -147,8 +185,12 @@ def _fan_out(state: MoAState, models: PresetModels) -> Command[Any]:
         "reference_step": due.step,
         "reference_layers": preset.layers,
     }
-    if due.fresh:
-        update["usage"] = None  # usage covers the whole turn, re-runs included
+    if due.fresh:  # usage covers the whole turn, re-runs and its gate included
+        gate_usage = decision.usage if decision is not None else None
+        update["usage"] = Overwrite(gate_usage) if gate_usage is not None else None
+        update["reference_gate"] = "consult" if decision is None or decision.consult else "skip"
+        if decision is not None and not decision.consult:
+            return Command(update=update, goto=AGGREGATOR)
     tasks = layer_tasks(models, reference_view(messages, preset))
     if not tasks:
         return Command(update=update, goto=AGGREGATOR)
@@ -179,7 +221,7 @@ def _aggregator_request(state: MoAState, models: PresetModels) -> AggregatorRequ
         state.get("references") or [],
         raw=state.get("reference_raw"),
         reference_step=state.get("reference_step", 1),
-        consulted=bool(enabled_slots(models)),
+        consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
         tools=bool(models.tools),
     )
 

@@ -18,8 +18,9 @@ from langchain_core.callbacks import Callbacks
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
+from moa_graph.budget import estimate, left_out
 from moa_graph.models import PresetModels
-from moa_graph.references import Outcome, acall_reference, call_reference
+from moa_graph.references import Outcome, acall_reference, advisor_input, call_reference
 from moa_graph.state import ReferenceAnswer, ReferenceTask, raw_key
 from moa_graph.turn import enabled_slots, next_layer
 from moa_graph.usage import Usage, add_usage
@@ -36,6 +37,14 @@ class Advice:
     raw: dict[str, str] = field(default_factory=dict)
     step: int = 1
     """The aggregator step of the turn the panel ran for (its `reference_step`)."""
+    gated: bool = False
+    """The turn's gate skipped the references: no guidance is given."""
+
+    def with_usage(self, usage: Usage | None) -> Advice:
+        """This advice with `usage` (the gate's call) added to its own."""
+        if usage is not None:
+            self.usage = add_usage(usage, self.usage)
+        return self
 
     def add(self, outcomes: Sequence[Outcome]) -> None:
         """Take in one layer's outcomes, in preset order."""
@@ -56,7 +65,8 @@ def layer_tasks(
 ) -> list[ReferenceTask]:
     """One task per enabled slot for a fan-out of `layer`.
 
-    The tasks share `view`, one deadline and (with a preset `quorum`) one quorum.
+    The tasks share `view`, one deadline and (with a preset `quorum`) one quorum; with a
+    reference budget, the slots `moa_graph.budget` leaves out are marked `skip`.
     """
     preset, slots = models.preset, enabled_slots(models)
     deadline = preset.references_deadline_s
@@ -72,7 +82,19 @@ def layer_tasks(
         shared["quorum"] = preset.quorum
         shared["quorum_grace_s"] = preset.quorum_grace_s
         shared["layer_size"] = len(slots)
-    return [{**shared, "index": slot.index} for slot in slots]
+    tasks: list[ReferenceTask] = [{**shared, "index": slot.index} for slot in slots]
+    if preset.max_reference_cost_usd is None and preset.max_reference_input_tokens is None:
+        return tasks
+    limit = preset.max_reference_chars
+    estimates = [
+        estimate(slot.index, slot.label, slot.spec, advisor_input(task, slot.spec, limit=limit))
+        for slot, task in zip(slots, tasks, strict=True)
+    ]
+    reasons = left_out(preset, estimates)
+    for task in tasks:
+        if task["index"] in reasons:
+            task["skip"] = reasons[task["index"]]
+    return tasks
 
 
 def call_panel(

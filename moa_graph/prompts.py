@@ -65,6 +65,12 @@ No reference answer is available for this turn: every reference model failed or 
 skipped. Act on your own judgement."""
 """Replaces the reference blocks when no reference answered."""
 
+CONTEXT_CUT = "\n[... {omitted} characters cut to fit the model's context window ...]\n"
+"""Marks the middle of a message cut to fit a reference's `context_window`."""
+
+BUDGET_SKIPPED = "[skipped: {reason}]"
+"""A reference left out of a fan-out to fit the preset's reference budget."""
+
 QUORUM_CUT = "[skipped: cut by the quorum, {quorum} references had answered]"
 """A reference still running when its layer's quorum was reached (and its grace ran out)."""
 
@@ -108,3 +114,16 @@ suggests it."""
 )
 """Ends the aggregator's input when its guidance predates tool calls of the turn (ephemeral;
 under `every_step` / `every_n`, between two fan-outs)."""
+
+GATE_SYSTEM_PROMPT = """\
+You route a user's message. A panel of expert models can advise the assistant before it \
+answers; that costs time and money. Answer CONSULT when the message needs careful \
+reasoning, expertise, review, planning, code, or facts worth checking; answer SKIP when it \
+is small talk, a greeting, a thanks, or a question any assistant answers at once. Reply \
+with exactly one word: CONSULT or SKIP."""
+"""The automatic gate's system prompt (fixed, so a provider's prompt cache holds it)."""
+
+GATE_QUESTION = "The user's message:\n{text}"
+"""The gate's user turn: the turn's human message (cut to `GATE_QUESTION_CHARS`)."""
+
+GATE_QUESTION_CHARS = 4000

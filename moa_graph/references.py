@@ -30,7 +30,7 @@ from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from moa_graph import direct, prompts
-from moa_graph.config import Preset
+from moa_graph.config import ModelSpec, Preset
 from moa_graph.events import emit
 from moa_graph.failures import describe_error, exception_chain
 from moa_graph.models import PresetModels, Slot, reference_config
@@ -38,13 +38,19 @@ from moa_graph.privacy import redact
 from moa_graph.quorum import Quorum, quorum_for, report
 from moa_graph.quoting import cap_reference, quote_answers
 from moa_graph.state import ReferenceAnswer, ReferenceTask
-from moa_graph.trimming import message_text
+from moa_graph.trimming import DEFAULT_OUTPUT_RESERVE, fit_to_window, message_text
 from moa_graph.usage import Usage, call_usage
 
 if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
-__all__ = ["Outcome", "ReferenceProtocolError", "acall_reference", "call_reference"]
+__all__ = [
+    "Outcome",
+    "ReferenceProtocolError",
+    "acall_reference",
+    "advisor_input",
+    "call_reference",
+]
 
 _BACKSTOP_GRACE_S = 1.0
 """How long past its budget a direct request is awaited (its own timeout ends it first)."""
@@ -264,6 +270,10 @@ class _Attempt:
         self.spec = self.slot.spec
         self.quorum = quorum_for(task)
         self.skipped: Outcome | None = None
+        if task.get("skip"):  # left out of the fan-out (its budget)
+            reason = str(task.get("skip"))
+            self.skipped = self._done(_skipped(self.slot, self.layer, reason), None)
+            return
         if self.spec.provider == "moa":
             self.skipped = self._done(_skipped(self.slot, self.layer), None)
             return
@@ -278,7 +288,7 @@ class _Attempt:
         lean = _lean(self.models, self.slot, self.callbacks)
         self.plan = _plan(self.limit, lean)
         limit = self.models.preset.max_reference_chars
-        return model, _advisor_input(self.task, limit), lean, self.plan
+        return model, advisor_input(self.task, self.spec, limit=limit), lean, self.plan
 
     def config(self) -> RunnableConfig:
         """The run config of a call through the model (`moa_reference:<label>`, tags)."""
@@ -325,7 +335,11 @@ def _config(slot: Slot, layer: int, callbacks: Callbacks) -> RunnableConfig:
     return config
 
 
-def _advisor_input(task: ReferenceTask, limit: int) -> list[BaseMessage]:
+def advisor_input(task: ReferenceTask, spec: ModelSpec, *, limit: int) -> list[BaseMessage]:
+    """What one slot is sent: the advisor prompt, the view, and a layer's earlier answers.
+
+    Fitted to the model's `context_window` (if set), leaving room for its answer.
+    """
     messages: list[BaseMessage] = [SystemMessage(content=prompts.REFERENCE_SYSTEM_PROMPT)]
     messages += task["view"]
     previous = task.get("previous")
@@ -339,6 +353,9 @@ def _advisor_input(task: ReferenceTask, limit: int) -> list[BaseMessage]:
         quoting = prompts.QUOTED_ANSWERS.format(id=nonce)
         prompt = prompts.LAYER_PROMPT.format(quoting=quoting, answers=answers)
         messages.append(HumanMessage(content=prompt))
+    if spec.context_window is not None:
+        reserve = spec.max_tokens or DEFAULT_OUTPUT_RESERVE
+        return fit_to_window(messages, context_window=spec.context_window, reserve=reserve)
     return messages
 
 
@@ -428,5 +445,6 @@ def _cut(slot: Slot, layer: int, quorum: int, started: float) -> ReferenceAnswer
     return answer
 
 
-def _skipped(slot: Slot, layer: int) -> ReferenceAnswer:
-    return _answer(slot, layer, "skipped", prompts.RECURSION_SKIPPED)
+def _skipped(slot: Slot, layer: int, reason: str | None = None) -> ReferenceAnswer:
+    text = prompts.RECURSION_SKIPPED if reason is None else reason
+    return _answer(slot, layer, "skipped", text)

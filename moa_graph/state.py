@@ -77,6 +77,8 @@ class MoAState(TypedDict):
     reference_raw: NotRequired[Annotated[dict[str, str], _merge_raw]]
     """With `privacy_filter: display`: the unredacted texts the models read, by
     `"<layer>:<index>"`; `references` holds what people see."""
+    reference_gate: NotRequired[Literal["consult", "skip"] | None]
+    """What the turn's gate decided (`moa_graph.gate`): `skip` runs no references this turn."""
 
 
 class MoAOutput(TypedDict):
@@ -111,6 +113,8 @@ class ReferenceTask(TypedDict):
     """How long the others may still finish after the quorum is reached."""
     layer_size: NotRequired[int]
     """How many tasks the layer has."""
+    skip: NotRequired[str]
+    """Set: the slot is left out of this fan-out (its reference budget), for this reason."""
 
 
 def raw_key(answer: Mapping[str, Any]) -> str:

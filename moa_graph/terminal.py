@@ -67,9 +67,7 @@ async def stream_turn(
                     board.show_texts(err)
             elif mode == "messages":
                 message, meta = chunk
-                if meta.get("langgraph_node") == AGGREGATOR and isinstance(
-                    message, AIMessageChunk
-                ):
+                if meta.get("langgraph_node") == AGGREGATOR and isinstance(message, AIMessageChunk):
                     text = message.text  # unstripped: chunk boundaries carry spaces
                     if text:
                         out.print(text, end="", markup=False)

@@ -17,11 +17,14 @@ from langchain_core.messages import (
     ToolMessage,
     convert_to_messages,
 )
+from langchain_core.messages.utils import count_tokens_approximately, trim_messages
 
-from moa_graph.prompts import REFERENCE_CONTINUE_PROMPT
+from moa_graph.prompts import CONTEXT_CUT, REFERENCE_CONTINUE_PROMPT
 
 __all__ = [
+    "DEFAULT_OUTPUT_RESERVE",
     "DEFAULT_TOOL_RESULT_BUDGET",
+    "fit_to_window",
     "last_human_index",
     "message_text",
     "preview",
@@ -30,6 +33,52 @@ __all__ = [
 
 DEFAULT_TOOL_RESULT_BUDGET = 4000
 """Characters of a tool result that references re-run mid-turn see."""
+
+DEFAULT_OUTPUT_RESERVE = 1024
+"""Tokens left for a model's answer when its `max_tokens` is unset (context fit, budgets)."""
+
+_CHARS_PER_TOKEN = 4
+"""`count_tokens_approximately`'s rate, to turn a token budget into characters to keep."""
+
+
+def fit_to_window(
+    messages: Sequence[BaseMessage], *, context_window: int, reserve: int
+) -> list[BaseMessage]:
+    """`messages` trimmed to `context_window - reserve` tokens (approximately counted).
+
+    A leading system message is kept; the oldest turns go first, and what is kept starts on
+    a user message (`trim_messages(strategy="last", start_on="human")`). The last message is
+    always kept: when it alone is too long, its middle is cut with a visible marker.
+    """
+    budget = context_window - reserve
+    if count_tokens_approximately(messages) <= budget:
+        return list(messages)
+    system = list(messages[:1]) if messages and messages[0].type == "system" else []
+    rest = list(messages[len(system) :])
+    room = budget - count_tokens_approximately(system)
+    kept = trim_messages(
+        rest,
+        max_tokens=max(room, 0),
+        token_counter=count_tokens_approximately,
+        strategy="last",
+        start_on="human",
+    )
+    if not kept and rest:
+        kept = [_cut_to(rest[-1], room)]
+    return [*system, *kept]
+
+
+def _cut_to(message: BaseMessage, tokens: int) -> BaseMessage:
+    """`message` with its text cut in the middle to about `tokens` tokens."""
+    text = message_text(message)
+    keep = max((tokens - 8) * _CHARS_PER_TOKEN - len(CONTEXT_CUT), 2)
+    while True:
+        half = keep // 2
+        marker = CONTEXT_CUT.format(omitted=len(text) - 2 * half)
+        cut = message.model_copy(update={"content": f"{text[:half]}{marker}{text[-half:]}"})
+        if keep <= 2 or count_tokens_approximately([cut]) <= tokens:
+            return cut
+        keep = keep * 3 // 4
 
 
 def reference_messages(

@@ -11,7 +11,11 @@ results) adds one.
 - **When references run** (`due_fan_out`, `fanout_due`, `serving_step`): at the turn's
   first step (wherever the turn is picked up), and under `every_step` / `every_n:N` again
   at steps 1+N, 1+2N, ...; never twice for one step.
-- **Which slots run** (`enabled_slots`) and **what they see** (`reference_view`).
+- **Whether the turn consults at all** (`moa_graph.gate`: the run's choice, a callable, a
+  gate model), **which slots run** (`enabled_slots`; `moa_graph.budget` leaves out what
+  does not fit the reference budget), **what they see** (`reference_view`: the preset's
+  `reference_input` scope; each slot's input fitted to its `context_window`), and **when a
+  layer is done** (`moa_graph.quorum`).
 - **Layers** (`next_layer`): a layer follows while the preset has more and the previous
   one had answers, which it builds on (`answered`).
 - **Where the guidance goes and what the acting model gets** (`aggregator_request`):
@@ -149,8 +153,13 @@ def due_fan_out(
     preset: Preset,
     reference_turn: str | None,
     reference_step: int = 1,
+    *,
+    gated_out: bool = False,
 ) -> FanOut | None:
     """The fan-out due before the next step, given the turn and step the latest ran for.
+
+    `gated_out`: the turn whose references ran was skipped by its gate (`moa_graph.gate`),
+    so it re-runs none.
 
     Raises:
         ValueError: The conversation has no user message.
@@ -159,6 +168,8 @@ def due_fan_out(
     step = aggregator_step(messages, at)
     turn = turn_marker(messages, at)
     ran_step = reference_step if reference_turn == turn else None
+    if ran_step is not None and gated_out:
+        return None
     if not fanout_due(preset, step=step, ran_step=ran_step):
         return None
     return FanOut(turn, step, fresh=ran_step is None)
@@ -172,7 +183,15 @@ def enabled_slots(models: PresetModels) -> list[Slot]:
 
 
 def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:
-    """The trimmed view the references see; with the turn's tool activity when they re-run."""
+    """The trimmed view the references see.
+
+    The preset's `reference_input` scope of the history (all of it, the turn, or the latest
+    N user turns), with the turn's tool activity when references re-run within it.
+    """
+    scope = preset.reference_turns
+    if scope is not None:
+        humans = [i for i, message in enumerate(messages) if message.type == "human"]
+        messages = messages[humans[-scope] :] if len(humans) > scope else messages
     return reference_messages(
         messages,
         tool_activity=preset.fanout_interval is not None,

@@ -75,8 +75,10 @@ def test_the_exported_graph_has_no_checkpointer_and_explains_its_context():
     assert moa.checkpointer is None  # the dev server brings its own
     assert set(moa.get_graph().nodes) == NODES
     fields = moa.get_context_jsonschema()["properties"]
-    assert set(fields) == {"preset"}  # a run names a preset, never a file
+    # A run names a preset and whether to consult its references, never a file.
+    assert set(fields) == {"preset", "references"}
     assert "server's MoA presets" in fields["preset"]["description"]
+    assert "on (always) or off" in fields["references"]["description"]
     assert "default_preset" in fields["preset"]["description"]
     assert list(moa.get_input_jsonschema()["properties"]) == ["messages"]
 
@@ -207,7 +209,8 @@ async def test_the_tools_node_runs_the_tools_of_the_runs_preset(tmp_path):
 
 
 def test_dev_without_a_config_is_one_error_line_and_starts_no_server(tmp_path):
-    env = {k: v for k, v in os.environ.items() if k != "MOA_GRAPH_CONFIG"} | {"HOME": str(tmp_path)}
+    unset = ("MOA_GRAPH_CONFIG", "XDG_CONFIG_HOME")
+    env = {k: v for k, v in os.environ.items() if k not in unset} | {"HOME": str(tmp_path)}
     result = subprocess.run(
         [sys.executable, "-m", "moa_graph.cli", "dev", "--port", "1"],
         capture_output=True,
@@ -219,7 +222,7 @@ def test_dev_without_a_config_is_one_error_line_and_starts_no_server(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "moa-graph: error: no MoA config found: set $MOA_GRAPH_CONFIG, or create ./moa.yaml "
-        "or ~/.config/moa-graph/config.yaml"
+        f"or {tmp_path}/.config/moa-graph/config.yaml"
     ]
 
 
@@ -389,7 +392,7 @@ def test_the_server_lists_the_moa_graph_and_its_context_fields(studio):
     } <= edges
     schemas = client.assistants.get_schemas(assistant)
     context = schemas["context_schema"]["properties"]
-    assert set(context) == {"preset"}
+    assert set(context) == {"preset", "references"}
     assert all(field["description"] for field in context.values())
     assert "messages" in schemas["input_schema"]["properties"]
 
