@@ -1,4 +1,4 @@
-"""The `moa-graph` command: init, run, threads, presets, graph, stub-server and dev.
+"""The `moa-graph` command: init, run, threads, presets, graph, stub-server, dev and eval.
 
 `init` writes a starter config (`moa_graph.starter`), `run` asks a question on a stored
 thread (`moa_graph.run_command`), the others list, draw and serve.
@@ -29,6 +29,7 @@ from moa_graph.errors import (
     MoAAggregatorError,
     ThreadBusyError,
 )
+from moa_graph.evaluation.cli import add_eval_parser
 
 if TYPE_CHECKING:
     from moa_graph.config import MoAConfig
@@ -157,6 +158,7 @@ def _parser() -> _Parser:
     )
     dev.add_argument("--no-reload", action="store_true", help="do not reload on code changes")
     dev.set_defaults(handler=_cmd_dev)
+    add_eval_parser(commands)  # `moa-graph eval`: prints its own one-line errors
     return parser
 
 

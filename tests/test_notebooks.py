@@ -38,10 +38,18 @@ EXPECTED = {
         "aggregator stub:aggregator",  # the timeline's rows
         "tools ",
     ],
+    "04_eval": [
+        "| `ref:stub:guesser` | stub:guesser alone | 0.21 [0.04, 0.42] | 1 / 3 / 8 |",
+        "ref:stub:guesser      score=1.0 outcome=1.0  The answer is 42.",
+        "verdicts (guesser first, guesser second): ('A', 'A')",
+        "same position in both orders on 2 of 2 pairs",
+        "win_rate_vs_cost.png True",
+    ],
 }
 # The pictures each notebook draws (matplotlib, offline): 01 and 02 their graphs, 03 a turn's
-# timeline. Each is a real drawing, and small enough to commit with the outputs.
-PICTURES = {"01_quickstart": 1, "02_compose": 1, "03_debug": 1}
+# timeline, 04 the evaluation's win rate against cost. Each is a real drawing, small enough
+# to commit with the outputs.
+PICTURES = {"01_quickstart": 1, "02_compose": 1, "03_debug": 1, "04_eval": 1}
 PICTURE_BYTES = (5_000, 60_000)
 
 
