@@ -481,6 +481,7 @@ class _Call:
             consulted=bool(enabled_slots(self.models)) and not advice.gated,
             tools=bool(tools),
             bounded=kwargs.get("tool_choice") in (None, "auto", "none"),
+            judgement=advice.judgement,
         )
         aggregator = self.models.aggregator()
         model: Runnable[LanguageModelInput, BaseMessage] = aggregator

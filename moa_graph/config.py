@@ -42,6 +42,7 @@ __all__ = [
     "CONFIG_ENV_VAR",
     "MAX_CONFIG_BYTES",
     "GateSpec",
+    "JudgeSpec",
     "MoAConfig",
     "ModelSpec",
     "Preset",
@@ -161,6 +162,18 @@ class GateSpec(BaseModel):
     """The model that decides (answers `CONSULT` or `SKIP`)."""
 
 
+class JudgeSpec(BaseModel):
+    """The judge stage: one model that compares the references' answers before the aggregator."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    model: ModelSpec
+    """The judge (it is asked for structured output: a ranking, consensus, contradictions,
+    and what each answer missed)."""
+    timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """The judge's whole call is cut after this long; the guidance goes on without it."""
+
+
 class Preset(BaseModel):
     """A named Mixture-of-Agents preset: reference models answered in parallel, one aggregator.
 
@@ -196,6 +209,9 @@ class Preset(BaseModel):
     running are cancelled (after `quorum_grace_s`) and recorded as cut. None: wait for all."""
     quorum_grace_s: float = Field(default=0.0, ge=0, le=3600)
     """After the quorum is reached, how long the other references may still finish."""
+    judge: JudgeSpec | None = None
+    """After the references (of the last layer), a judge compares their answers, shown
+    anonymised and shuffled; its findings join the guidance. None: no judge."""
     gate: GateSpec | None = None
     """Ask a cheap model at each user turn whether it needs the references (None: always)."""
     max_reference_cost_usd: float | None = Field(default=None, gt=0)

@@ -12,7 +12,7 @@ from typing import Literal, NotRequired
 from langgraph.config import get_stream_writer
 from typing_extensions import TypedDict
 
-__all__ = ["AggregatorEvent", "GateEvent", "ReferenceEvent", "emit"]
+__all__ = ["AggregatorEvent", "GateEvent", "JudgeEvent", "ReferenceEvent", "emit"]
 
 
 class ReferenceEvent(TypedDict):
@@ -45,7 +45,16 @@ class GateEvent(TypedDict):
     """The gate model's call; None when no model was asked."""
 
 
-def emit(event: ReferenceEvent | AggregatorEvent | GateEvent) -> None:
+class JudgeEvent(TypedDict):
+    """The judge started (`running`) or ended (`ok`, `failed`) (`moa_graph.judge`)."""
+
+    type: Literal["moa_judge"]
+    status: Literal["running", "ok", "failed"]
+    label: str
+    latency_ms: float | None
+
+
+def emit(event: ReferenceEvent | AggregatorEvent | GateEvent | JudgeEvent) -> None:
     """Send an event to `stream_mode="custom"`; a no-op outside a streamed LangGraph run."""
     try:
         writer = get_stream_writer()

@@ -2,6 +2,7 @@
 
     START -> fan_out -> reference (one Send per slot, in parallel) -> join -> aggregator
     join -> reference (the next layer, for presets with `layers` > 1)
+    join -> judge -> aggregator (for presets with a `judge`)
     aggregator -> tools -> aggregator (until the aggregator answers) -> END
     tools -> fan_out (instead, for `fanout: every_step | every_n:N`)
 
@@ -28,7 +29,7 @@ from moa_graph.config import Preset
 from moa_graph.context import MoAContext
 from moa_graph.gate import Gate
 from moa_graph.models import PresetModels
-from moa_graph.nodes import AGGREGATOR, FAN_OUT, JOIN, REFERENCE, TOOLS, MoANodes
+from moa_graph.nodes import AGGREGATOR, FAN_OUT, JOIN, JUDGE, REFERENCE, TOOLS, MoANodes
 from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import (
     ConfigSource,
@@ -165,13 +166,17 @@ def _moa_graph(
     )
     builder.add_node(REFERENCE, _node(nodes.reference, nodes.areference))
     builder.add_node(JOIN, _node(nodes.join, nodes.ajoin))
+    builder.add_node(JUDGE, _node(nodes.judge, nodes.ajudge))
     builder.add_node(AGGREGATOR, _node(nodes.aggregator, nodes.aaggregator))
     builder.add_node(TOOLS, resolver.tool_node())
     builder.add_edge(START, FAN_OUT)
     builder.add_edge(REFERENCE, JOIN)
     builder.add_conditional_edges(
-        JOIN, _node(nodes.after_join, nodes.aafter_join, router=True), [REFERENCE, AGGREGATOR]
+        JOIN,
+        _node(nodes.after_join, nodes.aafter_join, router=True),
+        [REFERENCE, JUDGE, AGGREGATOR],
     )
+    builder.add_edge(JUDGE, AGGREGATOR)
     builder.add_conditional_edges(AGGREGATOR, tools_condition, {TOOLS: TOOLS, END: END})
     builder.add_conditional_edges(
         TOOLS,

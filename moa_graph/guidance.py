@@ -34,7 +34,7 @@ from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.privacy import model_text
 from moa_graph.quoting import quote_answers
-from moa_graph.state import ReferenceAnswer, layer_answers
+from moa_graph.state import Judgement, ReferenceAnswer, layer_answers
 from moa_graph.trimming import last_human_index
 
 __all__ = ["aggregator_input", "render_guidance"]
@@ -45,6 +45,7 @@ def render_guidance(
     references: Sequence[ReferenceAnswer],
     *,
     raw: Mapping[str, str] | None = None,
+    judgement: Judgement | None = None,
 ) -> str:
     """Render the guidance text for the aggregator from this turn's reference answers.
 
@@ -61,6 +62,7 @@ def render_guidance(
         preset: The preset the references belong to.
         references: The turn's answers (any layers).
         raw: The originals of texts the privacy filter redacted for display.
+        judgement: The judge's findings on the last layer (`moa_graph.judge`), if it ran.
     """
     ordered = layer_answers(references)
     answered = [ref for ref in ordered if ref["status"] == "ok"]
@@ -87,7 +89,29 @@ def render_guidance(
     unavailable = [f"{ref['label']} ({ref['status']})" for ref in ordered if ref["status"] != "ok"]
     if unavailable and preset.degraded_reference_policy == "loud":
         blocks.append(prompts.GUIDANCE_UNAVAILABLE.format(items=", ".join(unavailable)))
+    if judgement is not None and answered:
+        blocks.append(_judged(preset, judgement))
     return "\n\n".join(blocks)
+
+
+def _judged(preset: Preset, judgement: Judgement) -> str:
+    """The judge's block of the guidance: its findings quoted as data, or that it failed."""
+    if judgement["status"] != "ok":
+        error = judgement.get("error", "no findings")
+        return prompts.GUIDANCE_JUDGE_FAILED.format(label=judgement["label"], error=error)
+    missed = judgement.get("missed") or {}
+    findings = prompts.JUDGE_FINDINGS.format(
+        ranking=", ".join(judgement.get("ranking") or []) or "-",
+        consensus="; ".join(judgement.get("consensus") or []) or "-",
+        contradictions="; ".join(judgement.get("contradictions") or []) or "-",
+        missed="; ".join(f"{label}: {text}" for label, text in missed.items()) or "-",
+    )
+    nonce, (block,) = quote_answers(
+        [(judgement["label"], findings)], limit=preset.max_reference_chars, purpose="judgement"
+    )
+    return prompts.GUIDANCE_JUDGE.format(
+        quoting=prompts.QUOTED_ANSWERS.format(id=nonce), findings=block
+    )
 
 
 def aggregator_input(

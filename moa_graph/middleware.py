@@ -40,7 +40,7 @@ from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.panel import Advice, acall_panel, call_panel
 from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ConfigSource, resolve_preset
-from moa_graph.state import ReferenceAnswer
+from moa_graph.state import Judgement, ReferenceAnswer
 from moa_graph.turn import (
     aggregator_request,
     check_reply,
@@ -58,6 +58,8 @@ class MoAAgentState(AgentState[Any]):
 
     references: NotRequired[list[ReferenceAnswer]]
     """This turn's reference answers in preset order (every layer); reset at each new turn."""
+    judgement: NotRequired[Judgement | None]
+    """The judge's findings on the latest answers (a preset with a `judge`)."""
     usage: NotRequired[Annotated[Usage, add_usage]]
     """This turn's token usage: the references and the agent's model, per model and in total."""
     reference_turn: NotRequired[Annotated[str | None, PrivateStateAttr]]
@@ -218,6 +220,7 @@ class _FanOut:
         advice = (advice or Advice()).with_usage(self.gate_usage)
         update: dict[str, Any] = {
             "references": advice.answers,
+            "judgement": advice.judgement,
             "reference_raw": advice.raw,
             "reference_turn": self.turn,
             "reference_step": self.step,
@@ -251,6 +254,7 @@ class _Step:
             consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
             tools=bool(request.tools),
             bounded=bounded,
+            judgement=state.get("judgement"),
         )
         # The request's messages are the state's (create_agent adds the system prompt apart).
         messages = cast("list[AnyMessage]", self.turn.messages)

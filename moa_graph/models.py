@@ -29,10 +29,12 @@ if TYPE_CHECKING:
 __all__ = [
     "AGGREGATOR_TAG",
     "GATE_TAG",
+    "JUDGE_TAG",
     "REFERENCE_TAG",
     "PresetModels",
     "Slot",
     "gate_config",
+    "judge_config",
     "reference_slots",
 ]
 
@@ -40,6 +42,7 @@ REFERENCE_TAG = "moa:reference"
 """Tag on every reference model call (they are also tagged `nostream`)."""
 AGGREGATOR_TAG = "moa:aggregator"
 GATE_TAG = "moa:gate"
+JUDGE_TAG = "moa:judge"
 """Tag on every aggregator call."""
 
 
@@ -72,6 +75,7 @@ class _Built:
     direct: dict[int, bool] = field(default_factory=dict)
     aggregator: BaseChatModel | None = None
     gate: BaseChatModel | None = None
+    judge: Runnable[LanguageModelInput, Any] | None = None
     acting: Runnable[LanguageModelInput, BaseMessage] | None = None
 
 
@@ -174,6 +178,23 @@ class PresetModels:
                 built.gate = self._reference_factory(self.preset.gate.model)
             return built.gate
 
+    def judge(self) -> Runnable[LanguageModelInput, Any]:
+        """The preset's judge, asked for `JudgeFindings` (with the raw reply).
+
+        Raises:
+            ValueError: The preset has no judge.
+        """
+        if self.preset.judge is None:
+            raise ValueError(f"preset {self.preset.name!r} has no judge")
+        from moa_graph.judge import JudgeFindings
+
+        with self._lock:
+            built = self._built()
+            if built.judge is None:
+                model = self._reference_factory(self.preset.judge.model)
+                built.judge = model.with_structured_output(JudgeFindings, include_raw=True)
+            return built.judge
+
     def acting(self) -> Runnable[LanguageModelInput, BaseMessage]:
         """The aggregator bound to `tools` (the bare aggregator when there are none)."""
         model = self.aggregator()
@@ -236,4 +257,13 @@ def gate_config(spec: ModelSpec) -> RunnableConfig:
         "run_name": f"moa_gate:{spec.label}",
         "tags": [GATE_TAG, TAG_NOSTREAM],
         "metadata": {"moa_label": spec.label, "moa_role": "gate"},
+    }
+
+
+def judge_config(spec: ModelSpec) -> RunnableConfig:
+    """Run config of the judge's call: `moa_judge:<label>`, kept out of `messages` streams."""
+    return {
+        "run_name": f"moa_judge:{spec.label}",
+        "tags": [JUDGE_TAG, TAG_NOSTREAM],
+        "metadata": {"moa_label": spec.label, "moa_role": "judge"},
     }

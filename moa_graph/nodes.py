@@ -22,11 +22,20 @@ from langgraph.types import Command, Overwrite, Send
 from moa_graph.context import MoAContext
 from moa_graph.failures import aggregator_failures
 from moa_graph.gate import Gate, GateChoice, GateDecision, adecide, decide, run_choice
+from moa_graph.judge import ajudge, judge
 from moa_graph.models import PresetModels, aggregator_config
 from moa_graph.panel import layer_tasks
 from moa_graph.references import Outcome, acall_reference, call_reference
 from moa_graph.resolvers import PresetResolver
-from moa_graph.state import MoAState, ReferenceTask, last_layer, raw_key
+from moa_graph.state import (
+    Judgement,
+    MoAState,
+    ReferenceAnswer,
+    ReferenceTask,
+    last_layer,
+    layer_answers,
+    raw_key,
+)
 from moa_graph.turn import (
     AggregatorRequest,
     FanOut,
@@ -38,15 +47,16 @@ from moa_graph.turn import (
     next_layer,
     reference_view,
 )
-from moa_graph.usage import call_usage
+from moa_graph.usage import Usage, call_usage
 
-__all__ = ["AGGREGATOR", "FAN_OUT", "JOIN", "REFERENCE", "TOOLS", "MoANodes"]
+__all__ = ["AGGREGATOR", "FAN_OUT", "JOIN", "JUDGE", "REFERENCE", "TOOLS", "MoANodes"]
 
 # The graph's node names (what Studio shows, `stream(subgraphs=True)` reports, and a parent
 # graph's `interrupt_before` takes).
 FAN_OUT: Final = "fan_out"
 REFERENCE: Final = "reference"
 JOIN: Final = "join"
+JUDGE: Final = "judge"
 AGGREGATOR: Final = "aggregator"
 TOOLS: Final = "tools"
 
@@ -98,17 +108,27 @@ class MoANodes:
         """Async `join` (no thread hop under `ainvoke`)."""
         return self.join(state)
 
-    def after_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
-        """Start the next layer, if the preset has one and this layer answered; else aggregate."""
+    def after_join(self, state: MoAState) -> list[Send] | Literal["judge", "aggregator"]:
+        """Start the next layer (if any, and this one answered); else judge, or aggregate."""
         if _last_layer(state):
-            return AGGREGATOR
+            return _after_last_layer(state)
         return _next_layer(state, self.resolver.models())
 
-    async def aafter_join(self, state: MoAState) -> list[Send] | Literal["aggregator"]:
+    async def aafter_join(self, state: MoAState) -> list[Send] | Literal["judge", "aggregator"]:
         """Async `after_join`."""
         if _last_layer(state):
-            return AGGREGATOR
+            return _after_last_layer(state)
         return _next_layer(state, await self.resolver.amodels())
+
+    def judge(self, state: MoAState) -> dict[str, Any]:
+        """Ask the preset's judge about the last layer's answers (sync)."""
+        models = self.resolver.models()
+        return _judge_update(judge(models, *_judged(state, models)))
+
+    async def ajudge(self, state: MoAState) -> dict[str, Any]:
+        """Ask the preset's judge about the last layer's answers (async)."""
+        models = await self.resolver.amodels()
+        return _judge_update(await ajudge(models, *_judged(state, models)))
 
     def after_tools(self, state: MoAState) -> Literal["fan_out", "aggregator"]:
         """After a tool round: back through `fan_out` when references may re-run this turn."""
@@ -184,6 +204,8 @@ def _fan_out(
         "reference_turn": due.turn,
         "reference_step": due.step,
         "reference_layers": preset.layers,
+        "reference_judge": preset.judge is not None,
+        "judgement": None,
     }
     if due.fresh:  # usage covers the whole turn, re-runs and its gate included
         gate_usage = decision.usage if decision is not None else None
@@ -201,6 +223,28 @@ def _last_layer(state: MoAState) -> bool:
     # Decided from the state alone, so that a state edit "as join" (Studio, outside any run
     # and its context) routes to the aggregator without resolving the preset.
     return last_layer(state.get("references") or []) >= state.get("reference_layers", 1)
+
+
+def _after_last_layer(state: MoAState) -> Literal["judge", "aggregator"]:
+    # From the state alone, as `_last_layer`: a state edit "as join" (Studio) routes too.
+    answered = any(ref["status"] == "ok" for ref in layer_answers(state.get("references") or []))
+    return JUDGE if state.get("reference_judge") and answered else AGGREGATOR
+
+
+def _judged(
+    state: MoAState, models: PresetModels
+) -> tuple[list[BaseMessage], list[ReferenceAnswer], dict[str, str] | None]:
+    """What the judge reads: the references' view, their answers and the unredacted texts."""
+    view = reference_view(state["messages"], models.preset)
+    return view, state.get("references") or [], state.get("reference_raw")
+
+
+def _judge_update(found: tuple[Judgement | None, Usage | None]) -> dict[str, Any]:
+    judgement, usage = found
+    update: dict[str, Any] = {"judgement": judgement}
+    if usage is not None:
+        update["usage"] = usage
+    return update
 
 
 def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["aggregator"]:
@@ -223,6 +267,7 @@ def _aggregator_request(state: MoAState, models: PresetModels) -> AggregatorRequ
         reference_step=state.get("reference_step", 1),
         consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
         tools=bool(models.tools),
+        judgement=state.get("judgement"),
     )
 
 

@@ -19,9 +19,10 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from moa_graph.budget import estimate, left_out
+from moa_graph.judge import ajudge, judge
 from moa_graph.models import PresetModels
 from moa_graph.references import Outcome, acall_reference, advisor_input, call_reference
-from moa_graph.state import ReferenceAnswer, ReferenceTask, raw_key
+from moa_graph.state import Judgement, ReferenceAnswer, ReferenceTask, raw_key
 from moa_graph.turn import enabled_slots, next_layer
 from moa_graph.usage import Usage, add_usage
 
@@ -39,6 +40,13 @@ class Advice:
     """The aggregator step of the turn the panel ran for (its `reference_step`)."""
     gated: bool = False
     """The turn's gate skipped the references: no guidance is given."""
+    judgement: Judgement | None = None
+    """The judge's findings on the last layer (a preset with a `judge`)."""
+
+    def judged(self, judgement: Judgement | None, usage: Usage | None) -> Advice:
+        """This advice with the judge's findings and its call's usage."""
+        self.judgement = judgement
+        return self.with_usage(usage)
 
     def with_usage(self, usage: Usage | None) -> Advice:
         """This advice with `usage` (the gate's call) added to its own."""
@@ -100,7 +108,7 @@ def layer_tasks(
 def call_panel(
     models: PresetModels, view: list[BaseMessage], *, step: int = 1, callbacks: Callbacks = None
 ) -> Advice:
-    """Run every layer of the panel, each layer's slots concurrently in threads."""
+    """Run every layer of the panel, each layer's slots concurrently in threads; then the judge."""
     layers = _layers(models, view, step)
     try:
         tasks = next(layers)
@@ -113,13 +121,13 @@ def call_panel(
             tasks = layers.send(outcomes)
     except StopIteration as done:
         advice: Advice = done.value
-        return advice
+    return advice.judged(*judge(models, view, advice.answers, advice.raw))
 
 
 async def acall_panel(
     models: PresetModels, view: list[BaseMessage], *, step: int = 1, callbacks: Callbacks = None
 ) -> Advice:
-    """Run every layer of the panel, each layer's slots concurrently as tasks."""
+    """Run every layer of the panel, each layer's slots concurrently as tasks; then the judge."""
     layers = _layers(models, view, step)
     try:
         tasks = next(layers)
@@ -128,7 +136,7 @@ async def acall_panel(
             tasks = layers.send(list(await asyncio.gather(*calls)))
     except StopIteration as done:
         advice: Advice = done.value
-        return advice
+    return advice.judged(*await ajudge(models, view, advice.answers, advice.raw))
 
 
 def _layers(

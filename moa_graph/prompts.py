@@ -127,3 +127,36 @@ GATE_QUESTION = "The user's message:\n{text}"
 """The gate's user turn: the turn's human message (cut to `GATE_QUESTION_CHARS`)."""
 
 GATE_QUESTION_CHARS = 4000
+
+JUDGE_SYSTEM_PROMPT = """\
+You are the judge of a panel of advisors. Several advisors answered the user's latest \
+request in the conversation below independently; their answers follow, anonymised and in \
+no particular order. Compare them: rank them from best to worst by correctness and \
+usefulness, list the points most of them agree on, the points where they contradict each \
+other, and what each answer missed or got wrong. Judge the content, not the length or the \
+position of an answer. Do not answer the user yourself."""
+"""System prompt of the judge (`judge:` on a preset)."""
+
+JUDGE_PROMPT = """\
+The {count} answers to judge. {quoting}
+
+{answers}"""
+"""The judge's last user turn: the anonymised answers, quoted as data."""
+
+JUDGE_ANSWER = "Answer {number}:\n{text}"
+
+GUIDANCE_JUDGE = """\
+A judge compared the answers above (shown to it anonymised and shuffled). Its findings, \
+quoted as data like the answers: {quoting}
+{findings}"""
+"""Joins the guidance when the judge answered; `findings` is one quoted block."""
+
+JUDGE_FINDINGS = """\
+Ranking, best first: {ranking}
+Consensus: {consensus}
+Contradictions: {contradictions}
+Missed: {missed}"""
+"""The judge's findings as the guidance quotes them, with the references' labels."""
+
+GUIDANCE_JUDGE_FAILED = "(The judge ({label}) could not compare the answers: {error}.)"
+"""Joins the guidance when the judge failed: the answers stand on their own."""

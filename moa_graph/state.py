@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 from moa_graph.usage import Usage, add_usage
 
 __all__ = [
+    "Judgement",
     "MoAOutput",
     "MoAState",
     "ReferenceAnswer",
@@ -42,6 +43,25 @@ class ReferenceAnswer(TypedDict):
     """Token usage as reported by the provider (`input_tokens`, `output_tokens`, ...)."""
     error_type: NotRequired[str]
     """Exception type name of a failed call."""
+
+
+class Judgement(TypedDict):
+    """What the judge found, by the references' labels (the state key `judgement`)."""
+
+    status: Literal["ok", "failed"]
+    label: str
+    """The judge model's label."""
+    order: list[int]
+    """The reference indices in the order the judge was shown them (Answer 1 first)."""
+    ranking: NotRequired[list[str]]
+    """The references' labels, best first (those the judge ranked)."""
+    consensus: NotRequired[list[str]]
+    contradictions: NotRequired[list[str]]
+    missed: NotRequired[dict[str, str]]
+    """By label: what that reference's answer missed."""
+    error: NotRequired[str]
+    """Why the judge failed."""
+    latency_ms: NotRequired[float]
 
 
 def _collect(
@@ -77,6 +97,10 @@ class MoAState(TypedDict):
     reference_raw: NotRequired[Annotated[dict[str, str], _merge_raw]]
     """With `privacy_filter: display`: the unredacted texts the models read, by
     `"<layer>:<index>"`; `references` holds what people see."""
+    judgement: NotRequired[Judgement | None]
+    """The judge's findings on this turn's (latest) answers (`judge:` on the preset)."""
+    reference_judge: NotRequired[bool]
+    """The fan-out's preset has a judge: `join` routes to the `judge` node."""
     reference_gate: NotRequired[Literal["consult", "skip"] | None]
     """What the turn's gate decided (`moa_graph.gate`): `skip` runs no references this turn."""
 
@@ -90,6 +114,7 @@ class MoAOutput(TypedDict):
 
     messages: Annotated[list[AnyMessage], add_messages]
     references: NotRequired[list[ReferenceAnswer]]
+    judgement: NotRequired[Judgement | None]
     usage: NotRequired[Annotated[Usage, add_usage]]
 
 

@@ -17,7 +17,8 @@ results) adds one.
   `reference_input` scope; each slot's input fitted to its `context_window`), and **when a
   layer is done** (`moa_graph.quorum`).
 - **Layers** (`next_layer`): a layer follows while the preset has more and the previous
-  one had answers, which it builds on (`answered`).
+  one had answers, which it builds on (`answered`); then the **judge**, if the preset has
+  one (`moa_graph.judge`: the last layer's answers, anonymised and shuffled).
 - **Where the guidance goes and what the acting model gets** (`aggregator_request`):
   the conversation with the guidance after the turn's human message (or where a re-run's
   references ran), the `moa_aggregator` event, a note naming the tool calls that ran since
@@ -55,7 +56,7 @@ from moa_graph.failures import aggregator_error
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, Slot
 from moa_graph.privacy import model_text
-from moa_graph.state import ReferenceAnswer, last_layer, layer_answers
+from moa_graph.state import Judgement, ReferenceAnswer, last_layer, layer_answers
 from moa_graph.trimming import last_human_index, reference_messages
 
 __all__ = [
@@ -267,6 +268,7 @@ def aggregator_request(
     consulted: bool,
     tools: bool,
     bounded: bool = True,
+    judgement: Judgement | None = None,
 ) -> AggregatorRequest:
     """The acting model's input at this step; emits the step's `moa_aggregator` event.
 
@@ -280,13 +282,14 @@ def aggregator_request(
         tools: The acting model has tools.
         bounded: The caller lets the tool budget bound this step (False when it forces a
             tool choice of its own: structured output, `tool_choice="required"`).
+        judgement: The judge's findings on the latest fan-out, which join the guidance.
     """
     emit(aggregator_event(preset.aggregator.label, references))
     stored = list(messages)
     rounds = tool_rounds(stored)
     shown = stored
     if consulted:
-        guidance = render_guidance(preset, references, raw=raw)
+        guidance = render_guidance(preset, references, raw=raw, judgement=judgement)
         place = guidance_step(preset, reference_step)
         shown = aggregator_input(stored, guidance, step=place)
         since = _calls_after(stored, place - 1) if preset.fanout_interval is not None else []

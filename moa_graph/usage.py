@@ -20,7 +20,7 @@ from moa_graph.prices import cost_usd
 
 __all__ = ["ModelUsage", "Usage", "UsageCounts", "add_usage", "call_usage", "format_usage"]
 
-Role = Literal["reference", "aggregator", "gate"]
+Role = Literal["reference", "aggregator", "gate", "judge"]
 _COUNTS = ("calls", "input_tokens", "output_tokens", "cached_input_tokens")
 
 

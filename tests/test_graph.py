@@ -351,11 +351,12 @@ async def test_a_runs_output_holds_only_the_public_keys():
     out = graph.invoke(_ask("hi"), _thread())
     again = await graph.ainvoke(_ask("again"), _thread())
 
-    assert set(out) == set(again) == {"messages", "references", "usage"}
+    assert set(out) == set(again) == {"messages", "references", "judgement", "usage"}
     # The bookkeeping is still checkpointed (a resumed turn needs it), and `stream_mode=
     # "values"` shows the whole state, as LangGraph defines it.
     assert "reference_turn" in graph.get_state(_thread()).values
-    assert list(graph.get_output_jsonschema()["properties"]) == ["messages", "references", "usage"]
+    public = ["messages", "references", "judgement", "usage"]
+    assert list(graph.get_output_jsonschema()["properties"]) == public
 
 
 def test_the_compiled_graph_is_named_after_its_agent():

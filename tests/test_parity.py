@@ -1,8 +1,9 @@
 """One MoA turn, three front-ends: the graph, `MoAChatModel` in `create_agent`, `MoAMiddleware`.
 
-The same conversations run through each against the stand-in; what the references and the
-acting model receive (the request bodies the stand-in recorded), the custom events and the
-tokens counted must be the same. Where they may differ, by design, is named here:
+The same conversations run through each against the stand-in; what the references, the
+judge, the gate and the acting model receive (the request bodies the stand-in recorded), the
+custom events and the tokens counted must be the same. Where they may differ, by design, is
+named here:
 
 - Under the middleware the acting model is the agent's own `ChatOpenAI`, which names itself
   `openai:boss` (its LangSmith provider) where the preset's aggregator entry says
@@ -70,6 +71,8 @@ class Seen:
 
     references: dict[str, list[dict[str, Any]]]
     acting: list[dict[str, Any]]
+    stage_models: dict[str, list[dict[str, Any]]]
+    """What the judge and the gate were sent."""
     events: list[Any]
     """The custom events: the aggregator steps in order; the references' as a multiset."""
     tokens: int
@@ -105,6 +108,11 @@ def _run(front_end: str, stub: StubServer, turns: list[list[BaseMessage]], **pre
                 events.append(chunk)
         values = agent.get_state(thread).values
     steps = [e for e in events if e["type"] == "moa_aggregator"]
+    stages = [
+        {k: v for k, v in e.items() if k != "latency_ms"}
+        for e in events
+        if e["type"] in ("moa_gate", "moa_judge")
+    ]
     references = Counter(
         json.dumps({k: v for k, v in e.items() if k != "latency_ms"}, sort_keys=True)
         for e in events
@@ -120,7 +128,8 @@ def _run(front_end: str, stub: StubServer, turns: list[list[BaseMessage]], **pre
     return Seen(
         references={name: stub.requests(name) for name in REFERENCES},
         acting=acting,
-        events=[[{**e, "label": "stub:boss"} for e in steps], references],
+        stage_models={name: stub.requests(name) for name in ("referee", "doorman")},
+        events=[[{**e, "label": "stub:boss"} for e in steps], references, stages],
         tokens=tokens,
         calls=Counter(stub.stats()),
     )
@@ -153,6 +162,22 @@ SCENARIOS = {
         {"fanout": "every_n:2"},
         {"boss": {"script": [_calc("1 + 1"), _calc("2 + 2"), "Done."]}},
     ),
+    "with-a-judge": (
+        [[HumanMessage("What is 17 * 23?")]],
+        {"judge": {"model": {"provider": "stub", "model": "referee", "max_retries": 0}}},
+        {
+            "referee": {
+                "reply": json.dumps(
+                    {"ranking": [2, 1], "consensus": ["391"], "contradictions": [], "missed": []}
+                )
+            }
+        },
+    ),
+    "a-gate-that-skips": (
+        [[HumanMessage("Thanks, that is all.")]],
+        {"gate": {"model": {"provider": "stub", "model": "doorman", "max_retries": 0}}},
+        {"doorman": {"reply": "SKIP"}},
+    ),
     "a-failing-reference": (
         [[HumanMessage("What is 17 * 23?")]],
         {},
@@ -169,6 +194,8 @@ ALPHA_CALLS = {
     "two-layers": 2,
     "every-n-2-over-a-tool-loop": 2,
     "every-n-2-picked-up-mid-way": 2,
+    "with-a-judge": 1,
+    "a-gate-that-skips": 0,
     "a-failing-reference": 1,
     "a-disabled-preset": 0,
 }
@@ -190,6 +217,7 @@ def test_every_front_end_sends_and_reports_the_same_turn(stub, scenario):
         other = seen[front_end]
         assert other.references == graph.references, f"{front_end}: what the references got"
         assert other.acting == graph.acting, f"{front_end}: what the acting model got"
+        assert other.stage_models == graph.stage_models, f"{front_end}: the judge and gate"
         assert other.events == graph.events, f"{front_end}: the custom events"
         assert other.calls == graph.calls, f"{front_end}: the calls made"
         assert other.tokens == graph.tokens, f"{front_end}: the tokens counted"

@@ -34,7 +34,16 @@ from moa_graph.testing import StubServer
 from tests.fakes import FakeChatModel, FakeModels, tool_call
 
 ROOT = Path(__file__).resolve().parent.parent
-NODES = {"__start__", "fan_out", "reference", "join", "aggregator", "tools", "__end__"}
+NODES = {
+    "__start__",
+    "fan_out",
+    "reference",
+    "join",
+    "judge",
+    "aggregator",
+    "tools",
+    "__end__",
+}
 SERVER_START_TIMEOUT_S = 120
 SENTINEL_VAR = "MOA_TEST_SERVER_SECRET"
 """An environment variable of the server only: a caller's config must never make it send it."""
@@ -470,7 +479,8 @@ def test_a_preset_chosen_through_context_changes_the_models_called(studio, stub)
 
     assert [r["label"] for r in result["references"]] == ["stub:alpha", "stub:beta"]
     assert server.stats() == {"alpha": 1, "beta": 1, "boss": 1}
-    assert set(result) == {"messages", "references", "usage"}, "no private keys over HTTP"
+    public = {"messages", "references", "judgement", "usage"}
+    assert set(result) == public, "no private keys over HTTP"
 
 
 def test_a_run_sent_as_configurable_with_other_keys_runs_its_preset(studio, stub):
