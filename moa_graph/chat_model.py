@@ -20,52 +20,45 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import AbstractContextManager
 from operator import itemgetter
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManagerForLLMRun,
     CallbackManagerForLLMRun,
-    Callbacks,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.language_models.base import LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import (
-    InputTokenDetails,
-    OutputTokenDetails,
-    UsageMetadata,
-    add_usage,
-)
 from langchain_core.output_parsers import (
     JsonOutputKeyToolsParser,
     JsonOutputParser,
     PydanticOutputParser,
     PydanticToolsParser,
 )
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
-from langchain_core.runnables import Runnable, RunnableConfig, RunnableMap, RunnablePassthrough
+from langchain_core.outputs import ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableMap, RunnablePassthrough
 from langchain_core.utils.function_calling import convert_to_openai_function, convert_to_openai_tool
 from langchain_core.utils.pydantic import is_basemodel_subclass
 from pydantic import ConfigDict, Field, PrivateAttr, model_validator
 
 from moa_graph.cache import AdviceCache
+from moa_graph.chat_call import (
+    STRUCTURED_OUTPUT_FORMAT,
+    ChatCall,
+    relayed,
+    result,
+    summary_chunk,
+)
 from moa_graph.config import MoAConfig, Preset
-from moa_graph.failures import aggregator_failures
-from moa_graph.gate import Gate, GateChoice, adecide, decide, run_choice
-from moa_graph.models import PresetModels, aggregator_config
-from moa_graph.panel import Advice, acall_panel, call_panel
+from moa_graph.gate import Gate, GateChoice, run_choice
+from moa_graph.models import PresetModels
 from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ConfigSource, resolve_preset
 from moa_graph.runs import ainner_stream, child_callbacks, inner_runs, inner_stream
 from moa_graph.trimming import reference_messages
 from moa_graph.turn import (
-    AggregatorRequest,
-    aggregator_request,
     aggregator_step,
-    answering_model,
-    check_reply,
     enabled_slots,
     reference_view,
     serving_step,
@@ -73,10 +66,6 @@ from moa_graph.turn import (
 )
 
 __all__ = ["MoAChatModel", "init_moa_model"]
-
-_STRUCTURED_OUTPUT_FORMAT = "moa_structured_output_format"
-"""A copy of the call's `ls_structured_output_format`, which LangChain takes off the call's
-own kwargs: the inner aggregator run gets it from here."""
 
 
 class MoAChatModel(BaseChatModel):
@@ -189,7 +178,7 @@ class MoAChatModel(BaseChatModel):
         }
         kwargs.update({key: value for key, value in options.items() if value is not None})
         if "ls_structured_output_format" in kwargs:
-            kwargs[_STRUCTURED_OUTPUT_FORMAT] = kwargs["ls_structured_output_format"]
+            kwargs[STRUCTURED_OUTPUT_FORMAT] = kwargs["ls_structured_output_format"]
         return self.bind(tools=list(tools), **kwargs)
 
     def with_structured_output(
@@ -235,7 +224,7 @@ class MoAChatModel(BaseChatModel):
             llm = self.bind(
                 response_format=response_format,
                 ls_structured_output_format=traced,
-                **{_STRUCTURED_OUTPUT_FORMAT: traced},
+                **{STRUCTURED_OUTPUT_FORMAT: traced},
             )
             parser = (
                 PydanticOutputParser(pydantic_object=schema) if pydantic else JsonOutputParser()
@@ -269,7 +258,7 @@ class MoAChatModel(BaseChatModel):
             with call.errors():
                 reply = aggregator.invoke(agg_input, stop=stop or self.stop, config=config)
         call.check(reply)
-        return _result(reply, call.models, advice, computed)
+        return result(reply, call.models, advice, computed)
 
     async def _agenerate(
         self,
@@ -285,7 +274,7 @@ class MoAChatModel(BaseChatModel):
             with call.errors():
                 reply = await aggregator.ainvoke(agg_input, stop=stop or self.stop, config=config)
         call.check(reply)
-        return _result(reply, call.models, advice, computed)
+        return result(reply, call.models, advice, computed)
 
     def _stream(
         self,
@@ -303,13 +292,13 @@ class MoAChatModel(BaseChatModel):
             chunks = aggregator.stream(agg_input, stop=stop or self.stop, config=config)
             for chunk in inner_stream(chunks, call.callbacks):
                 gathered = chunk if gathered is None else gathered + chunk
-                generation = ChatGenerationChunk(message=_relayed(chunk))
+                generation = ChatGenerationChunk(message=relayed(chunk))
                 if run_manager:
                     run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
         if gathered is not None:
             call.check(gathered)
-        yield _summary_chunk(call.models, advice, computed, gathered)
+        yield summary_chunk(call.models, advice, computed, gathered)
 
     async def _astream(
         self,
@@ -327,20 +316,20 @@ class MoAChatModel(BaseChatModel):
             chunks = aggregator.astream(agg_input, stop=stop or self.stop, config=config)
             async for chunk in ainner_stream(chunks, call.callbacks):
                 gathered = chunk if gathered is None else gathered + chunk
-                generation = ChatGenerationChunk(message=_relayed(chunk))
+                generation = ChatGenerationChunk(message=relayed(chunk))
                 if run_manager:
                     await run_manager.on_llm_new_token(generation.text, chunk=generation)
                 yield generation
         if gathered is not None:
             call.check(gathered)
-        yield _summary_chunk(call.models, advice, computed, gathered)
+        yield summary_chunk(call.models, advice, computed, gathered)
 
     def _prepare(
         self,
         messages: list[BaseMessage],
         kwargs: dict[str, Any],
         run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None,
-    ) -> _Call:
+    ) -> ChatCall:
         """Everything one call needs: models, cache key, trimmed view, nested callbacks."""
         models = self._models(kwargs.pop("model", None))
         at = turn_start(messages)
@@ -357,7 +346,7 @@ class MoAChatModel(BaseChatModel):
         choice = run_choice(kwargs.pop("references", None))
         if choice == "auto":
             choice = run_choice(self.references)
-        call = _Call(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
+        call = ChatCall(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
         call.gating(gate=self.gate, choice=choice, first=f"{turn_key}:{first}", messages=messages)
         return call
 
@@ -387,124 +376,6 @@ class MoAChatModel(BaseChatModel):
         return self._runtimes[preset.name]
 
 
-class _Call:
-    """One call of `MoAChatModel`: its models, fan-out key, trimmed view and callbacks.
-
-    `step` is the step whose fan-out serves this call: advice made now is made for it.
-    """
-
-    def __init__(
-        self,
-        models: PresetModels,
-        key: str,
-        view: list[BaseMessage],
-        callbacks: Callbacks,
-        kwargs: dict[str, Any],
-        step: int,
-    ) -> None:
-        self.models = models
-        self.key = key
-        self.view = view
-        self.callbacks = callbacks
-        self.step = step
-        self._kwargs = kwargs
-        self.request: AggregatorRequest | None = None
-        self._gate: Gate | None = None
-        self._choice: GateChoice = "auto"
-        self._first = key
-        self._messages: list[BaseMessage] = []
-
-    def gating(
-        self, *, gate: Gate | None, choice: GateChoice, first: str, messages: list[BaseMessage]
-    ) -> None:
-        """The gate of this call's turn: its callable, the run's choice, its first fan-out."""
-        self._gate, self._choice, self._first, self._messages = gate, choice, first, messages
-
-    def advice(self, cache: AdviceCache) -> tuple[Advice, bool]:
-        """This call's advice (sync): cached, or made now; whether this call made it."""
-        held = self._held(cache)
-        return held if held is not None else cache.get(self.key, self._panel)
-
-    async def aadvice(self, cache: AdviceCache) -> tuple[Advice, bool]:
-        """This call's advice (async)."""
-        held = self._held(cache)
-        return held if held is not None else await cache.aget(self.key, self._apanel)
-
-    def _held(self, cache: AdviceCache) -> tuple[Advice, bool] | None:
-        """The turn's skipped advice, when its gate skipped it: a turn never re-runs then."""
-        first = cache.peek(self._first)
-        if self._first != self.key and first is not None and first.gated:
-            return first, False
-        return None
-
-    def _panel(self) -> Advice:
-        decision = None
-        if self._gated():
-            decision = decide(self.models, self._messages, gate=self._gate, choice=self._choice)
-        if decision is not None and not decision.consult:
-            return Advice(step=self.step, usage=decision.usage, gated=True)
-        advice = call_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
-        return advice.with_usage(decision.usage if decision else None)
-
-    async def _apanel(self) -> Advice:
-        decision = None
-        if self._gated():
-            decision = await adecide(
-                self.models, self._messages, gate=self._gate, choice=self._choice
-            )
-        if decision is not None and not decision.consult:
-            return Advice(step=self.step, usage=decision.usage, gated=True)
-        advice = await acall_panel(self.models, self.view, step=self.step, callbacks=self.callbacks)
-        return advice.with_usage(decision.usage if decision else None)
-
-    def _gated(self) -> bool:
-        """Whether this call's fan-out asks the gate: the turn's first, with references."""
-        return self._first == self.key and bool(enabled_slots(self.models))
-
-    def aggregator(
-        self, messages: list[BaseMessage], advice: Advice
-    ) -> tuple[Runnable[LanguageModelInput, BaseMessage], list[BaseMessage], RunnableConfig]:
-        """The aggregator with this call's tools, its input (with guidance) and run config."""
-        kwargs = dict(self._kwargs)
-        tools = kwargs.pop("tools", None)
-        if _STRUCTURED_OUTPUT_FORMAT in kwargs:  # for the inner run's own trace
-            kwargs["ls_structured_output_format"] = kwargs.pop(_STRUCTURED_OUTPUT_FORMAT)
-        preset = self.models.preset
-        # A caller who forces a tool (`tool_choice` naming one, `"required"`, `"any"`:
-        # structured output names its tool) asked for the call, so it is theirs to bound.
-        self.request = request = aggregator_request(
-            preset,
-            messages,
-            advice.answers,
-            raw=advice.raw,
-            reference_step=advice.step,
-            consulted=bool(enabled_slots(self.models)) and not advice.gated,
-            tools=bool(tools),
-            bounded=kwargs.get("tool_choice") in (None, "auto", "none"),
-            judgement=advice.judgement,
-        )
-        aggregator = self.models.aggregator()
-        model: Runnable[LanguageModelInput, BaseMessage] = aggregator
-        if request.answer_now:
-            model = answering_model(aggregator, tools or (), **kwargs)
-        elif tools:
-            model = aggregator.bind_tools(tools, **kwargs)
-        elif kwargs:
-            model = aggregator.bind(**kwargs)
-        # Our own chunks carry the tokens to the caller's handlers; the inner call is silent.
-        config = aggregator_config(preset.aggregator, stream=False, callbacks=self.callbacks)
-        return model, request.messages, config
-
-    def check(self, reply: BaseMessage) -> None:
-        """Refuse tool calls once the turn's tool rounds are spent (`MoAToolLoopError`)."""
-        if self.request is not None:
-            check_reply(self.models.preset, self.request, reply)
-
-    def errors(self) -> AbstractContextManager[None]:
-        """Turn an aggregator failure into a `MoAAggregatorError` naming its label."""
-        return aggregator_failures(self.models.preset.aggregator.label)
-
-
 def init_moa_model(
     model: str = "moa", *, config: ConfigSource = None, **kwargs: Any
 ) -> MoAChatModel:
@@ -526,82 +397,3 @@ def _json_schema_format(schema: Any, strict: bool | None) -> dict[str, Any]:
     if strict is not None:
         json_schema["strict"] = strict
     return {"type": "json_schema", "json_schema": json_schema}
-
-
-def _relayed(chunk: AIMessageChunk) -> AIMessageChunk:
-    """An aggregator chunk as this model streams it: no model name, no usage.
-
-    Both come once, in the summary chunk: chunks' strings concatenate, their usage adds up.
-    """
-    metadata = {k: v for k, v in chunk.response_metadata.items() if k != "model_name"}
-    return chunk.model_copy(update={"usage_metadata": None, "response_metadata": metadata})
-
-
-def _result(reply: BaseMessage, models: PresetModels, advice: Advice, computed: bool) -> ChatResult:
-    message = reply if isinstance(reply, AIMessage) else AIMessage(content=reply.content)
-    aggregator_model = message.response_metadata.get("model_name")
-    message.usage_metadata = _call_usage(message.usage_metadata, advice, computed)
-    message.response_metadata = {
-        **message.response_metadata,
-        **_moa_metadata(models, advice, computed, aggregator_model),
-    }
-    return ChatResult(generations=[ChatGeneration(message=message)])
-
-
-def _summary_chunk(
-    models: PresetModels, advice: Advice, computed: bool, gathered: AIMessageChunk | None
-) -> ChatGenerationChunk:
-    aggregator_model = gathered.response_metadata.get("model_name") if gathered else None
-    usage = _call_usage(gathered.usage_metadata if gathered else None, advice, computed)
-    message = AIMessageChunk(
-        content="",
-        response_metadata=_moa_metadata(models, advice, computed, aggregator_model),
-        usage_metadata=usage,
-    )
-    return ChatGenerationChunk(message=message)
-
-
-def _call_usage(
-    aggregator: UsageMetadata | None, advice: Advice, computed: bool
-) -> UsageMetadata | None:
-    """The call's tokens: the aggregator's, plus the references' when this call ran them."""
-    if not computed or advice.usage is None:
-        return aggregator
-    counts = advice.usage["total"]
-    references = UsageMetadata(
-        input_tokens=counts["input_tokens"],
-        output_tokens=counts["output_tokens"],
-        total_tokens=counts["input_tokens"] + counts["output_tokens"],
-    )
-    inputs = dict(counts.get("input_token_details") or {})
-    if counts["cached_input_tokens"]:
-        inputs.setdefault("cache_read", counts["cached_input_tokens"])
-    if inputs:
-        references["input_token_details"] = cast(InputTokenDetails, inputs)
-    if counts.get("output_token_details"):
-        outputs = dict(counts.get("output_token_details") or {})
-        references["output_token_details"] = cast(OutputTokenDetails, outputs)
-    return add_usage(aggregator, references)
-
-
-def _moa_metadata(
-    models: PresetModels, advice: Advice, computed: bool, aggregator_model: str | None
-) -> dict[str, Any]:
-    """What this call did, for tracing and accounting.
-
-    `model_name` is the preset that ran, `moa_aggregator_model` the aggregator's own model
-    name. The message's `usage_metadata` is the call's total; `moa_reference_usage` holds
-    the references that ran in this call, per model (None on a cache hit).
-    """
-    references, usage = advice.answers, advice.usage
-    return {
-        "model_name": models.preset.name,
-        "moa_aggregator_model": aggregator_model or models.preset.aggregator.model,
-        "moa_preset": models.preset.name,
-        "moa_references": [
-            {k: ref.get(k) for k in ("index", "label", "status", "latency_ms")}
-            for ref in references
-        ],
-        "moa_references_cached": not computed,
-        "moa_reference_usage": usage if computed else None,
-    }

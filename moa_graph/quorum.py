@@ -16,12 +16,26 @@ import asyncio
 import contextlib
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections.abc import Callable, Coroutine
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as futures_wait
+from typing import Any, TypeVar
+
+from langchain_core.runnables.config import ContextThreadPoolExecutor
 
 from moa_graph.state import ReferenceTask
 
-__all__ = ["Quorum", "quorum_for"]
+__all__ = ["LimitReached", "Quorum", "QuorumCut", "quorum_for", "report"]
+
+_T = TypeVar("_T")
+
+
+class QuorumCut(Exception):
+    """The layer's quorum was reached, and its grace ran out, before this slot answered."""
+
+
+class LimitReached(Exception):
+    """The slot's own time limit ran out while it waited (before any quorum cut it)."""
 
 
 class Quorum:
@@ -96,6 +110,55 @@ class Quorum:
 
         self.on_reached(wake)
         return future
+
+    def within(self, wait: float | None, call: Callable[[], _T]) -> _T:
+        """Run `call` in a thread and wait for it: its `wait` limit, or the quorum and grace.
+
+        Raises:
+            QuorumCut: The quorum was reached and the grace ran out first.
+            LimitReached: `wait` ran out first.
+        """
+        started = time.monotonic()
+        pool = ContextThreadPoolExecutor(max_workers=1)
+        try:
+            future: Future[Any] = pool.submit(call)
+            futures_wait([future, self.reached_future()], timeout=wait, return_when=FIRST_COMPLETED)
+            if not future.done() and self.reached:
+                futures_wait([future], timeout=self._after(wait, started))
+            if future.done():
+                result: _T = future.result()
+                return result
+            raise self._expired(wait, started)
+        finally:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    async def awithin(self, wait: float | None, call: Coroutine[Any, Any, _T]) -> _T:
+        """Await `call` as `within` waits; the request is cancelled when it is cut."""
+        started = time.monotonic()
+        task = asyncio.ensure_future(call)
+        reached: asyncio.Future[Any] = self.areached()
+        try:
+            await asyncio.wait([task, reached], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done() and self.reached:
+                await asyncio.wait([task], timeout=self._after(wait, started))
+            if task.done():
+                return task.result()
+            raise self._expired(wait, started)
+        finally:
+            for pending in (task, reached):
+                pending.cancel()  # a no-op once done; else the provider sees the disconnect
+
+    def _after(self, wait: float | None, started: float) -> float:
+        """How long a waiting slot may take once the quorum is reached (grace, within `wait`)."""
+        grace = self.grace_left()
+        if wait is None:
+            return grace
+        return max(0.0, min(grace, wait - (time.monotonic() - started)))
+
+    def _expired(self, wait: float | None, started: float) -> Exception:
+        if not self.reached or (wait is not None and time.monotonic() - started >= wait):
+            return LimitReached()
+        return QuorumCut()
 
 
 _QUORUMS: dict[str, Quorum] = {}

@@ -15,10 +15,8 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Callable, Coroutine
-from concurrent.futures import FIRST_COMPLETED, Future
+from collections.abc import Callable
 from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -35,7 +33,7 @@ from moa_graph.events import emit
 from moa_graph.failures import describe_error, exception_chain
 from moa_graph.models import PresetModels, Slot, reference_config
 from moa_graph.privacy import redact
-from moa_graph.quorum import Quorum, quorum_for, report
+from moa_graph.quorum import LimitReached, QuorumCut, quorum_for, report
 from moa_graph.quoting import cap_reference, quote_answers
 from moa_graph.state import ReferenceAnswer, ReferenceTask
 from moa_graph.trimming import DEFAULT_OUTPUT_RESERVE, fit_to_window, message_text
@@ -90,7 +88,7 @@ def call_reference(
         else:
             call = partial(model.invoke, messages, config=attempt.config())
         if attempt.quorum is not None:
-            reply = _within_quorum(plan.wait, call, attempt.quorum)
+            reply = attempt.quorum.within(plan.wait, call)
         else:
             reply = call() if plan.wait is None else _within(plan.wait, call)
     except Exception as exc:
@@ -112,7 +110,7 @@ async def acall_reference(
         else:
             call = model.ainvoke(messages, config=attempt.config())
         if attempt.quorum is not None:
-            reply = await _awithin_quorum(plan.wait, call, attempt.quorum)
+            reply = await attempt.quorum.awithin(plan.wait, call)
         elif plan.wait is None:
             reply = await call
         else:
@@ -127,10 +125,6 @@ async def acall_reference(
 
 class _Timeout(Exception):
     """The slot's time limit ran out."""
-
-
-class _QuorumCut(Exception):
-    """The layer's quorum was reached, and its grace ran out, before this slot answered."""
 
 
 @dataclass(frozen=True)
@@ -208,56 +202,6 @@ def _within(seconds: float, call: Callable[[], _T]) -> _T:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _after_quorum(quorum: Quorum, wait: float | None, started: float) -> float:
-    """How long a slot still waiting may take once the quorum is reached.
-
-    Its grace, within its own limit.
-    """
-    grace = quorum.grace_left()
-    if wait is None:
-        return grace
-    return max(0.0, min(grace, wait - (time.monotonic() - started)))
-
-
-def _cut_or_timeout(quorum: Quorum, wait: float | None, started: float) -> Exception:
-    if not quorum.reached or (wait is not None and time.monotonic() - started >= wait):
-        return _Timeout()
-    return _QuorumCut()
-
-
-def _within_quorum(wait: float | None, call: Callable[[], _T], quorum: Quorum) -> _T:
-    started = time.monotonic()
-    pool = ContextThreadPoolExecutor(max_workers=1)
-    try:
-        future: Future[Any] = pool.submit(call)
-        reached: Future[Any] = quorum.reached_future()
-        futures_wait([future, reached], timeout=wait, return_when=FIRST_COMPLETED)
-        if not future.done() and quorum.reached:
-            futures_wait([future], timeout=_after_quorum(quorum, wait, started))
-        if future.done():
-            result: _T = future.result()
-            return result
-        raise _cut_or_timeout(quorum, wait, started)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
-async def _awithin_quorum(wait: float | None, call: Coroutine[Any, Any, _T], quorum: Quorum) -> _T:
-    started = time.monotonic()
-    task = asyncio.ensure_future(call)
-    reached: asyncio.Future[Any] = quorum.areached()
-    try:
-        await asyncio.wait([task, reached], timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-        if not task.done() and quorum.reached:
-            await asyncio.wait([task], timeout=_after_quorum(quorum, wait, started))
-        if task.done():
-            return task.result()
-        raise _cut_or_timeout(quorum, wait, started)
-    finally:
-        for pending in (task, reached):
-            pending.cancel()  # a no-op once done; else the provider sees the disconnect
-
-
 class _Attempt:
     """One slot's call, shared by the sync and async runners: its start, bound and outcome.
 
@@ -303,8 +247,10 @@ class _Attempt:
     def failed(self, exc: Exception) -> Outcome:
         """A failed or timed-out outcome: timed out when the slot's limit is what ran out."""
         plan = self.plan
-        timed_out = isinstance(exc, _Timeout) or (plan.limited_request and _request_timed_out(exc))
-        if isinstance(exc, _QuorumCut) and self.quorum is not None:
+        timed_out = isinstance(exc, _Timeout | LimitReached) or (
+            plan.limited_request and _request_timed_out(exc)
+        )
+        if isinstance(exc, QuorumCut) and self.quorum is not None:
             answer = _cut(self.slot, self.layer, self.quorum.needed, self.started)
         elif self.limit is not None and timed_out:
             answer = _timed_out(self.slot, self.layer, self.limit.reported, self.started)
