@@ -34,6 +34,7 @@ from moa_graph.turn import (
     aggregator_request,
     answering_model,
     check_reply,
+    consults,
     enabled_slots,
 )
 
@@ -135,7 +136,7 @@ class ChatCall:
             advice.answers,
             raw=advice.raw,
             reference_step=advice.step,
-            consulted=bool(enabled_slots(self.models)) and not advice.gated,
+            consulted=consults(self.models, gated_out=advice.gated),
             tools=bool(tools),
             bounded=kwargs.get("tool_choice") in (None, "auto", "none"),
             judgement=advice.judgement,

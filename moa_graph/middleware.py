@@ -42,11 +42,11 @@ from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ConfigSource, resolve_preset
 from moa_graph.state import Judgement, ReferenceAnswer
 from moa_graph.turn import (
-    aggregator_request,
     check_reply,
     due_fan_out,
     enabled_slots,
     reference_view,
+    stored_request,
 )
 from moa_graph.usage import Usage, add_usage, call_usage
 
@@ -245,16 +245,8 @@ class _Step:
         bounded = request.tool_choice in (None, "auto") and not isinstance(
             request.response_format, ToolStrategy
         )
-        self.turn = aggregator_request(
-            self.preset,
-            state["messages"],
-            state.get("references") or [],
-            raw=state.get("reference_raw"),
-            reference_step=state.get("reference_step", 1),
-            consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
-            tools=bool(request.tools),
-            bounded=bounded,
-            judgement=state.get("judgement"),
+        self.turn = stored_request(
+            self.preset, models, state, tools=bool(request.tools), bounded=bounded
         )
         # The request's messages are the state's (create_agent adds the system prompt apart).
         messages = cast("list[AnyMessage]", self.turn.messages)

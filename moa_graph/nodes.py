@@ -39,13 +39,13 @@ from moa_graph.state import (
 from moa_graph.turn import (
     AggregatorRequest,
     FanOut,
-    aggregator_request,
     answering_model,
     check_reply,
     due_fan_out,
     enabled_slots,
     next_layer,
     reference_view,
+    stored_request,
 )
 from moa_graph.usage import Usage, call_usage
 
@@ -259,16 +259,7 @@ def _next_layer(state: MoAState, models: PresetModels) -> list[Send] | Literal["
 
 
 def _aggregator_request(state: MoAState, models: PresetModels) -> AggregatorRequest:
-    return aggregator_request(
-        models.preset,
-        state["messages"],
-        state.get("references") or [],
-        raw=state.get("reference_raw"),
-        reference_step=state.get("reference_step", 1),
-        consulted=bool(enabled_slots(models)) and state.get("reference_gate") != "skip",
-        tools=bool(models.tools),
-        judgement=state.get("judgement"),
-    )
+    return stored_request(models.preset, models, state, tools=bool(models.tools))
 
 
 def _acting(

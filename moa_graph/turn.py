@@ -40,7 +40,7 @@ each adapter calling it where its host runs that stage.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,6 +68,7 @@ __all__ = [
     "answered",
     "answering_model",
     "check_reply",
+    "consults",
     "due_fan_out",
     "enabled_slots",
     "fanout_due",
@@ -75,6 +76,7 @@ __all__ = [
     "next_layer",
     "reference_view",
     "serving_step",
+    "stored_request",
     "tool_rounds",
     "tools_spent",
     "turn_marker",
@@ -301,6 +303,38 @@ def aggregator_request(
             HumanMessage(content=prompts.TOOL_ROUNDS_SPENT.format(rounds=preset.max_tool_rounds))
         )
     return AggregatorRequest(shown, answer_now, rounds, bounded)
+
+
+def consults(models: PresetModels, *, gated_out: bool) -> bool:
+    """Whether the acting model gets guidance: the preset runs references, its gate let it."""
+    return bool(enabled_slots(models)) and not gated_out
+
+
+def stored_request(
+    preset: Preset,
+    models: PresetModels,
+    state: Mapping[str, Any],
+    *,
+    tools: bool,
+    bounded: bool = True,
+) -> AggregatorRequest:
+    """`aggregator_request` from a state that keeps the turn as the graph's does.
+
+    The graph's state and `MoAMiddleware`'s share these keys: `messages`, `references`,
+    `reference_raw`, `reference_step`, `reference_gate`, `judgement`. `preset` names the
+    acting model (the middleware's is the agent's own).
+    """
+    return aggregator_request(
+        preset,
+        state["messages"],
+        state.get("references") or [],
+        raw=state.get("reference_raw"),
+        reference_step=state.get("reference_step", 1),
+        consulted=consults(models, gated_out=state.get("reference_gate") == "skip"),
+        tools=tools,
+        bounded=bounded,
+        judgement=state.get("judgement"),
+    )
 
 
 def check_reply(
