@@ -104,3 +104,31 @@ class FakeModels:
 
 def tool_call(name: str, args: dict[str, Any], call_id: str = "call_1") -> AIMessage:
     return AIMessage(content="", tool_calls=[{"name": name, "args": args, "id": call_id}])
+
+
+def stub_config(
+    url: str,
+    *,
+    refs: Sequence[str | dict[str, Any]] = ("alpha", "beta"),
+    aggregator: str = "boss",
+    preset: str = "demo",
+    **keys: Any,
+) -> dict[str, Any]:
+    """A config with one preset on the stand-in at `url`: references `refs` (model names, or
+    mappings of `ModelSpec` keys), the aggregator, and the preset's other `keys`. No model
+    retries, so a fault a test injects is seen at once."""
+    models = [ref if isinstance(ref, dict) else {"model": ref} for ref in refs]
+    return {
+        "moa": {
+            "providers": {"stub": {"base_url": url}},
+            "presets": {
+                preset: {
+                    "reference_models": [
+                        {"provider": "stub", "max_retries": 0, **model} for model in models
+                    ],
+                    "aggregator": {"provider": "stub", "model": aggregator, "max_retries": 0},
+                    **keys,
+                }
+            },
+        }
+    }

@@ -15,6 +15,7 @@ from langchain_core.messages import HumanMessage
 from moa_graph import ConfigError, MoAChatModel, build_moa_graph, load_config
 from moa_graph.prompts import GUIDANCE_TITLE, JUDGE_SYSTEM_PROMPT
 from moa_graph.tools import calculator
+from tests.fakes import stub_config
 
 REFS = ("alpha", "beta", "gamma")
 FINDINGS = {
@@ -26,23 +27,8 @@ FINDINGS = {
 
 
 def _config(url: str, **judge: Any) -> dict[str, Any]:
-    return {
-        "moa": {
-            "providers": {"stub": {"base_url": url}},
-            "presets": {
-                "demo": {
-                    "reference_models": [
-                        {"provider": "stub", "model": name, "max_retries": 0} for name in REFS
-                    ],
-                    "aggregator": {"provider": "stub", "model": "boss", "max_retries": 0},
-                    "judge": {
-                        "model": {"provider": "stub", "model": "referee", "max_retries": 0},
-                        **judge,
-                    },
-                }
-            },
-        }
-    }
+    referee = {"provider": "stub", "model": "referee", "max_retries": 0}
+    return stub_config(url, refs=REFS, judge={"model": referee, **judge})
 
 
 def _graph(stub, **judge: Any):

@@ -31,6 +31,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 from moa_graph import MoAChatModel, MoAMiddleware, build_moa_graph
 from moa_graph.testing import StubServer
 from moa_graph.tools import calculator
+from tests.fakes import stub_config
 
 FRONT_ENDS = ("graph", "chat_model", "middleware")
 REFERENCES = ("alpha", "beta")
@@ -45,20 +46,7 @@ MIDWAY = [
 
 
 def _config(url: str, **preset: Any) -> dict[str, Any]:
-    return {
-        "moa": {
-            "providers": {"stub": {"base_url": url}},
-            "presets": {
-                "review": {
-                    "reference_models": [
-                        {"provider": "stub", "model": name, "max_retries": 0} for name in REFERENCES
-                    ],
-                    "aggregator": {"provider": "stub", "model": "boss", "max_retries": 0},
-                    **preset,
-                }
-            },
-        }
-    }
+    return stub_config(url, refs=REFERENCES, preset="review", **preset)
 
 
 def _calc(expression: str) -> dict[str, Any]:

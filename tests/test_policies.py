@@ -26,27 +26,14 @@ from moa_graph import (
 )
 from moa_graph.prompts import CONTEXT_CUT, GATE_SYSTEM_PROMPT, GUIDANCE_TITLE
 from moa_graph.tools import calculator
+from tests.fakes import stub_config
 
 QUESTION = "What is 17 * 23?"
 FRONT_ENDS = ("graph", "chat_model", "middleware")
 
 
 def _config(url: str, refs: tuple[Any, ...] = ("alpha", "beta"), **preset: Any) -> dict[str, Any]:
-    models = [r if isinstance(r, dict) else {"model": r} for r in refs]
-    return {
-        "moa": {
-            "providers": {"stub": {"base_url": url}},
-            "presets": {
-                "demo": {
-                    "reference_models": [
-                        {"provider": "stub", "max_retries": 0, **m} for m in models
-                    ],
-                    "aggregator": {"provider": "stub", "model": "boss", "max_retries": 0},
-                    **preset,
-                }
-            },
-        }
-    }
+    return stub_config(url, refs=refs, **preset)
 
 
 def _agent(front_end: str, stub, *, gate_fn=None, **preset: Any) -> Any:

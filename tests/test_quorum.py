@@ -25,6 +25,7 @@ from moa_graph import (
 )
 from moa_graph.prompts import GUIDANCE_TITLE, QUORUM_CUT
 from moa_graph.tools import calculator
+from tests.fakes import stub_config
 
 QUESTION = {"messages": [HumanMessage("What is 17 * 23?")]}
 SLOW_S = 8.0
@@ -33,21 +34,7 @@ FAST_TURN_S = 4.0
 
 
 def _config(url: str, **preset: Any) -> dict[str, Any]:
-    return {
-        "moa": {
-            "providers": {"stub": {"base_url": url}},
-            "presets": {
-                "demo": {
-                    "reference_models": [
-                        {"provider": "stub", "model": name, "max_retries": 0}
-                        for name in ("alpha", "beta", "gamma")
-                    ],
-                    "aggregator": {"provider": "stub", "model": "boss", "max_retries": 0},
-                    **preset,
-                }
-            },
-        }
-    }
+    return stub_config(url, refs=("alpha", "beta", "gamma"), **preset)
 
 
 def _graph(stub, checkpointer=None, **preset):
