@@ -52,7 +52,12 @@ class AdviceCache:
         while True:
             future, owner = self._claim(key)
             if owner:
-                return self._fill(future, compute()), True
+                try:
+                    value = compute()
+                except BaseException:
+                    self._drop(key, future)  # the next call computes again, nobody waits on it
+                    raise
+                return self._fill(future, value), True
             try:
                 return future.result(), False
             except Exception:  # the computing call was cancelled; take over

@@ -337,15 +337,17 @@ class MoAChatModel(BaseChatModel):
         consulted = bool(enabled_slots(models))
         turn = reference_messages(messages[: at + 1]) if consulted else []
         shown = [(m.type, m.content) for m in turn]
-        digest = hashlib.sha256(json.dumps([models.preset.name, shown], default=str).encode())
-        turn_key = digest.hexdigest()
+        choice = run_choice(kwargs.pop("references", None))
+        if choice == "auto":
+            choice = run_choice(self.references)
+        # The run's choice is part of the turn: a turn asked with references off and again
+        # with them on are two turns (the graph and the middleware decide per run too).
+        keyed = [models.preset.name, choice, shown]
+        turn_key = hashlib.sha256(json.dumps(keyed, default=str).encode()).hexdigest()
         first = self._cache.first_step(turn_key, step)
         serving = serving_step(models.preset, step, first)
         view = reference_view(messages, models.preset) if consulted else []
         callbacks = child_callbacks(run_manager)
-        choice = run_choice(kwargs.pop("references", None))
-        if choice == "auto":
-            choice = run_choice(self.references)
         call = ChatCall(models, f"{turn_key}:{serving}", view, callbacks, kwargs, serving)
         call.gating(gate=self.gate, choice=choice, first=f"{turn_key}:{first}", messages=messages)
         return call

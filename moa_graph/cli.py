@@ -85,8 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `moa-graph ... | head`: the reader left; nothing to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-    except Exception as exc:  # the last line of defence: one line, no traceback
-        return _fail(f"error: {type(exc).__name__}: {exc}", 1)
+    except Exception as exc:  # the last line of defence: one line, no traceback, no key
+        from moa_graph.failures import describe_error
+
+        return _fail(f"error: {describe_error(exc)}", 1)
 
 
 def _fail(message: str, status: int, *, newline: bool = False) -> int:

@@ -160,6 +160,8 @@ class GateSpec(BaseModel):
 
     model: ModelSpec
     """The model that decides (answers `CONSULT` or `SKIP`)."""
+    timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """The gate's whole call is cut after this long, and the turn consults (fails open)."""
 
 
 class JudgeSpec(BaseModel):

@@ -43,6 +43,8 @@ class GateEvent(TypedDict):
     by: Literal["preset", "run", "callable", "model"]
     latency_ms: float | None
     """The gate model's call; None when no model was asked."""
+    failed: bool
+    """The gate model failed or timed out (the turn consults)."""
 
 
 class JudgeEvent(TypedDict):

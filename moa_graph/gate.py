@@ -11,7 +11,8 @@ Three ways decide, first match wins:
    `MoAMiddleware`): `gate(messages) -> bool`, True to consult.
 3. **A model** (`gate: {model: ...}` on the preset): asked, with a short fixed prompt
    (`prompts.GATE_SYSTEM_PROMPT`), whether the turn's human message needs the panel. It
-   answers `CONSULT` or `SKIP`; anything else, or a failure, consults (the gate fails open).
+   answers `CONSULT` or `SKIP`; anything else, a failure or its `timeout_s`, consults (the
+   gate fails open, and its event says `failed`).
    Its call is counted in `usage` (role `gate`) and announced by a `moa_gate` event.
 
 With none of them, every turn consults. The decision is made at a turn's first fan-out and
@@ -20,13 +21,14 @@ holds for the turn: a turn that skipped its references does not re-run them mid-
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
-from langchain_core.runnables.config import ensure_config
+from langchain_core.runnables.config import ContextThreadPoolExecutor, ensure_config
 
 from moa_graph import prompts
 from moa_graph.events import emit
@@ -53,6 +55,8 @@ class GateDecision:
     by: Literal["preset", "run", "callable", "model"]
     usage: Usage | None = None
     """The gate model's call (None: no model was asked)."""
+    failed: bool = False
+    """The gate model failed or timed out, so the turn consults (the gate fails open)."""
 
 
 def run_choice(explicit: str | None = None, context: object = None) -> GateChoice:
@@ -87,10 +91,14 @@ def decide(
     if decided is not None or model is None:
         return decided or GateDecision(consult=True, by="preset")
     started, ask = time.perf_counter(), _question(models, messages)
+    config, timeout = gate_config(_spec(models)), _timeout(models)
+    pool = ContextThreadPoolExecutor(max_workers=1)
     try:
-        reply: BaseMessage | None = model.invoke(ask, config=gate_config(_spec(models)))
-    except Exception:  # the gate fails open: the references run
+        reply: BaseMessage | None = pool.submit(model.invoke, ask, config).result(timeout)
+    except Exception:  # the gate fails open (an error, or its timeout): the references run
         reply = None
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
     return _decided(models, reply, started)
 
 
@@ -106,9 +114,10 @@ async def adecide(
     if decided is not None or model is None:
         return decided or GateDecision(consult=True, by="preset")
     started, ask = time.perf_counter(), _question(models, messages)
+    call = model.ainvoke(ask, config=gate_config(_spec(models)))
     try:
-        reply: BaseMessage | None = await model.ainvoke(ask, config=gate_config(_spec(models)))
-    except Exception:  # the gate fails open: the references run
+        reply: BaseMessage | None = await asyncio.wait_for(call, timeout=_timeout(models))
+    except Exception:  # the gate fails open (an error, or its timeout): the references run
         reply = None
     return _decided(models, reply, started)
 
@@ -137,7 +146,8 @@ def _decided(models: PresetModels, reply: BaseMessage | None, started: float) ->
     consult = not (answer.startswith("SKIP") and "CONSULT" not in answer)
     usage = call_usage("gate", _spec(models), reply)
     latency_ms = round((time.perf_counter() - started) * 1000, 1)
-    return _announced(GateDecision(consult=consult, by="model", usage=usage), latency_ms)
+    decision = GateDecision(consult=consult, by="model", usage=usage, failed=reply is None)
+    return _announced(decision, latency_ms)
 
 
 def _announced(decision: GateDecision, latency_ms: float | None = None) -> GateDecision:
@@ -147,9 +157,15 @@ def _announced(decision: GateDecision, latency_ms: float | None = None) -> GateD
             "decision": "consult" if decision.consult else "skip",
             "by": decision.by,
             "latency_ms": latency_ms,
+            "failed": decision.failed,
         }
     )
     return decision
+
+
+def _timeout(models: PresetModels) -> float:
+    assert models.preset.gate is not None
+    return models.preset.gate.timeout_s
 
 
 def _spec(models: PresetModels) -> Any:

@@ -97,8 +97,8 @@ def render_guidance(
 def _judged(preset: Preset, judgement: Judgement) -> str:
     """The judge's block of the guidance: its findings quoted as data, or that it failed."""
     if judgement["status"] != "ok":
-        error = judgement.get("error", "no findings")
-        return prompts.GUIDANCE_JUDGE_FAILED.format(label=judgement["label"], error=error)
+        reason = judgement.get("reason", prompts.JUDGE_CALL_FAILED)
+        return prompts.GUIDANCE_JUDGE_FAILED.format(label=judgement["label"], reason=reason)
     missed = judgement.get("missed") or {}
     findings = prompts.JUDGE_FINDINGS.format(
         ranking=", ".join(judgement.get("ranking") or []) or "-",

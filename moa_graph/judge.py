@@ -114,7 +114,8 @@ def judge(
     if asked is None:
         return None, None
     try:
-        reply = _within(asked.timeout, lambda: asked.model.invoke(asked.messages, asked.config))
+        model = asked.models.judge()  # built here: a judge that cannot be built fails alone
+        reply = _within(asked.timeout, lambda: model.invoke(asked.messages, asked.config))
     except Exception as exc:
         return asked.failed(exc)
     return asked.done(reply)
@@ -131,7 +132,7 @@ async def ajudge(
     if asked is None:
         return None, None
     try:
-        call = asked.model.ainvoke(asked.messages, asked.config)
+        call = asked.models.judge().ainvoke(asked.messages, asked.config)
         reply = await asyncio.wait_for(call, timeout=asked.timeout)
     except Exception as exc:
         return asked.failed(exc)
@@ -145,8 +146,7 @@ class _Asked:
         spec = models.preset.judge
         assert spec is not None
         self.spec, self.timeout = spec.model, spec.timeout_s
-        self.model = models.judge()
-        self.messages, self.order = messages, order
+        self.models, self.messages, self.order = models, messages, order
         self.config = judge_config(spec.model)
         self.labels = {ref.index: ref.label for ref in models.slots}
         self.started = time.perf_counter()
@@ -172,7 +172,7 @@ class _Asked:
         usage = call_usage("judge", self.spec, message)
         if not isinstance(parsed, JudgeFindings):
             error = reply.get("parsing_error") or ValueError("no structured findings")
-            return self._failed(error), usage
+            return self._failed(error, reason=prompts.JUDGE_UNREADABLE), usage
         number = {n: self.labels[i] for n, i in enumerate(self.order, 1)}
         ranking = list(dict.fromkeys(number[n] for n in parsed.ranking if n in number))
         judgement = self._judgement("ok")
@@ -189,14 +189,21 @@ class _Asked:
 
     def failed(self, exc: BaseException) -> tuple[Judgement | None, Usage | None]:
         """The judgement of a failed or timed-out call."""
-        return self._failed(exc), call_usage("judge", self.spec, None)
+        # A reply that is not the findings' JSON fails as a ValueError (a JSON, pydantic or
+        # output-parser error); a provider's failure does not.
+        reason = prompts.JUDGE_UNREADABLE if isinstance(exc, ValueError) else None
+        failed = self._failed(exc, reason=reason or prompts.JUDGE_CALL_FAILED)
+        return failed, call_usage("judge", self.spec, None)
 
-    def _failed(self, exc: BaseException) -> Judgement:
+    def _failed(self, exc: BaseException, *, reason: str = prompts.JUDGE_CALL_FAILED) -> Judgement:
         judgement = self._judgement("failed")
         if isinstance(exc, TimeoutError | FutureTimeout):
-            judgement["error"] = f"timed out after {self.timeout:g}s"
+            judgement["error"] = reason = f"timed out after {self.timeout:g}s"
         else:
             judgement["error"] = describe_error(exc)
+        # The guidance names a fixed reason: the error's text may hold the judge's reply or
+        # the provider's error body, untrusted text outside any quoted block.
+        judgement["reason"] = reason
         _event("failed", self.spec.label, judgement["latency_ms"])
         return judgement
 

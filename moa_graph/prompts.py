@@ -158,5 +158,9 @@ Contradictions: {contradictions}
 Missed: {missed}"""
 """The judge's findings as the guidance quotes them, with the references' labels."""
 
-GUIDANCE_JUDGE_FAILED = "(The judge ({label}) could not compare the answers: {error}.)"
-"""Joins the guidance when the judge failed: the answers stand on their own."""
+GUIDANCE_JUDGE_FAILED = "(The judge ({label}) could not compare the answers: {reason}.)"
+"""Joins the guidance when the judge failed: the answers stand on their own. `reason` is
+fixed text (`JUDGE_CALL_FAILED`, `JUDGE_UNREADABLE`, or the timeout), never the error's."""
+
+JUDGE_CALL_FAILED = "its call failed"
+JUDGE_UNREADABLE = "its reply could not be read as findings"

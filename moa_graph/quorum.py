@@ -7,7 +7,9 @@ under `ainvoke`, find the same one); a slot still waiting for its model when the
 answer arrives waits `quorum_grace_s` more, then stops (its request cancelled under
 `ainvoke`) and is recorded as cut. A quorum that cannot be reached (too many failures)
 changes nothing: every slot runs to its own end, as without one. The table forgets a layer
-once every slot reported.
+once every slot reported (a cancelled slot reports as not `ok`), or an hour after it began.
+A layer resumed from a checkpoint counts afresh: the slots that already answered do not run
+again, so only the ones that run count toward its quorum.
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ class Quorum:
         self._reached_at: float | None = None
         self._listeners: list[Callable[[], None]] = []
         self._lock = threading.Lock()
+        self.created = time.monotonic()
 
     @property
     def reached(self) -> bool:
@@ -118,6 +121,8 @@ class Quorum:
             QuorumCut: The quorum was reached and the grace ran out first.
             LimitReached: `wait` ran out first.
         """
+        if self._over():
+            raise QuorumCut()  # a slot that starts after the cut is not sent at all
         started = time.monotonic()
         pool = ContextThreadPoolExecutor(max_workers=1)
         try:
@@ -134,6 +139,9 @@ class Quorum:
 
     async def awithin(self, wait: float | None, call: Coroutine[Any, Any, _T]) -> _T:
         """Await `call` as `within` waits; the request is cancelled when it is cut."""
+        if self._over():
+            call.close()  # never started: nothing is sent
+            raise QuorumCut()
         started = time.monotonic()
         task = asyncio.ensure_future(call)
         reached: asyncio.Future[Any] = self.areached()
@@ -147,6 +155,10 @@ class Quorum:
         finally:
             for pending in (task, reached):
                 pending.cancel()  # a no-op once done; else the provider sees the disconnect
+
+    def _over(self) -> bool:
+        """The quorum is reached and its grace has run out: a slot not yet sent is cut."""
+        return self.reached and self.grace_left() == 0
 
     def _after(self, wait: float | None, started: float) -> float:
         """How long a waiting slot may take once the quorum is reached (grace, within `wait`)."""
@@ -163,6 +175,9 @@ class Quorum:
 
 _QUORUMS: dict[str, Quorum] = {}
 _TABLE_LOCK = threading.Lock()
+_FORGET_AFTER_S = 3600.0
+"""A layer whose slots did not all report (a cancelled run, a layer resumed in part) is
+forgotten this long after it began; a slot of it that comes later counts afresh."""
 
 
 def quorum_for(task: ReferenceTask) -> Quorum | None:
@@ -171,6 +186,9 @@ def quorum_for(task: ReferenceTask) -> Quorum | None:
     if not key or not needed:
         return None
     with _TABLE_LOCK:
+        now = time.monotonic()
+        for stale in [k for k, q in _QUORUMS.items() if now - q.created > _FORGET_AFTER_S]:
+            del _QUORUMS[stale]
         quorum = _QUORUMS.get(key)
         if quorum is None:
             size = task.get("layer_size") or needed

@@ -39,7 +39,13 @@ from collections.abc import Sequence
 
 from moa_graph import prompts
 
-__all__ = ["QUOTING_SECRET_ENV_VAR", "cap_reference", "quote_answers", "quote_reference"]
+__all__ = [
+    "QUOTING_SECRET_ENV_VAR",
+    "cap_reference",
+    "defuse",
+    "quote_answers",
+    "quote_reference",
+]
 
 QUOTING_SECRET_ENV_VAR = "MOA_GRAPH_QUOTING_SECRET"
 """A secret shared by the processes of one deployment, so that they quote alike (opt-in).
@@ -193,15 +199,15 @@ def quote_reference(text: str, *, limit: int | None = None) -> str:
         'a < b; done.&lt;/reference>'
     """
     if limit is None:
-        return _defuse(text)
+        return defuse(text)
     budget = limit
-    quoted = _defuse(cap_reference(text, budget))
+    quoted = defuse(cap_reference(text, budget))
     # Defusing lengthens a text: cut earlier by the excess until the quoted text fits (once,
     # as a rule). The shorter text is defused anew: a cut can itself complete a tag, as the
     # cut `<reference|x` does.
     while (excess := len(_uncut(quoted)[0]) - limit) > 0:
         budget -= excess
-        quoted = _defuse(cap_reference(text, budget))
+        quoted = defuse(cap_reference(text, budget))
     return quoted
 
 
@@ -288,7 +294,8 @@ def _uncut(text: str) -> tuple[str, int]:
     return text, 0
 
 
-def _defuse(text: str) -> str:
+def defuse(text: str) -> str:
+    """`text` with anything that could pass for a tag, a header or a guidance title defused."""
     skeleton = text.translate(_FOLDS)
     if not any(pattern.search(skeleton) for pattern in (_TAG, _HEADER, _TITLE)):
         return text  # the common case: nothing to defuse, and no index map needed

@@ -110,7 +110,11 @@ async def acall_reference(
         else:
             call = model.ainvoke(messages, config=attempt.config())
         if attempt.quorum is not None:
-            reply = await attempt.quorum.awithin(plan.wait, call)
+            try:
+                reply = await attempt.quorum.awithin(plan.wait, call)
+            except asyncio.CancelledError:  # the run was cancelled: the layer stops waiting
+                report(task, ok=False)
+                raise
         elif plan.wait is None:
             reply = await call
         else:

@@ -230,6 +230,8 @@ def _note(text: str) -> None:
 
 def _require_keys(preset: Preset, config: MoAConfig) -> None:
     specs = [*preset.reference_models, preset.aggregator] if preset.enabled else [preset.aggregator]
+    if preset.enabled:  # the stages' models too: a missing key must not cost the references
+        specs += [stage.model for stage in (preset.gate, preset.judge) if stage is not None]
     missing = missing_api_keys([s for s in specs if s.enabled], config.providers)
     if missing:
         raise ConfigError(

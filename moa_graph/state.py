@@ -60,7 +60,9 @@ class Judgement(TypedDict):
     missed: NotRequired[dict[str, str]]
     """By label: what that reference's answer missed."""
     error: NotRequired[str]
-    """Why the judge failed."""
+    """Why the judge failed (the error's own text: for people, never for a model)."""
+    reason: NotRequired[str]
+    """Why the judge failed, in fixed words: what the guidance says."""
     latency_ms: NotRequired[float]
 
 

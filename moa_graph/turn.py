@@ -40,6 +40,7 @@ each adapter calling it where its host runs that stage.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -56,6 +57,7 @@ from moa_graph.failures import aggregator_error
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, Slot
 from moa_graph.privacy import model_text
+from moa_graph.quoting import defuse
 from moa_graph.state import Judgement, ReferenceAnswer, last_layer, layer_answers
 from moa_graph.trimming import last_human_index, reference_messages
 
@@ -401,25 +403,33 @@ _LISTED_CALLS = 8
 _ARGUMENTS_CHARS = 120
 
 
-def _calls_after(messages: Sequence[BaseMessage], rounds: int) -> list[dict[str, Any]]:
-    """The tool calls of the turn's tool rounds after its first `rounds`, in order."""
+def _calls_after(messages: Sequence[BaseMessage], steps: int) -> list[dict[str, Any]]:
+    """The tool calls of the turn's assistant messages after its first `steps`, in order."""
     at = turn_start(messages)
-    calling = [m for m in messages[at + 1 :] if _tool_calls(m)]
-    return [call for message in calling[rounds:] for call in _tool_calls(message)]
+    replies = [m for m in messages[at + 1 :] if m.type == "ai"]
+    return [call for message in replies[steps:] for call in _tool_calls(message)]
 
 
 def _predates(step: int, calls: Sequence[dict[str, Any]]) -> str:
+    # Tool names and arguments come from a model's reply (or a caller's own messages):
+    # names are kept only when they look like names, everything is JSON-escaped (no line
+    # breaks) and defused, so nothing in them can pass for another guidance section.
     def shown(call: dict[str, Any]) -> str:
+        name = str(call.get("name"))
+        name = name if _TOOL_NAME.fullmatch(name) else "(a tool)"
         arguments = call.get("args", call.get("args_json", ""))
-        text = arguments if isinstance(arguments, str) else json.dumps(arguments)
+        text = json.dumps(arguments, ensure_ascii=False)
         if len(text) > _ARGUMENTS_CHARS:
             text = text[:_ARGUMENTS_CHARS] + "..."
-        return f"{call.get('name')}({text})"
+        return f"{name}({defuse(text)})"
 
     listed = [shown(call) for call in calls[:_LISTED_CALLS]]
     if len(calls) > _LISTED_CALLS:
         listed.append(f"{len(calls) - _LISTED_CALLS} more")
     return prompts.ADVICE_PREDATES.format(step=step, calls=", ".join(listed))
+
+
+_TOOL_NAME = re.compile(r"[\w.-]{1,64}")
 
 
 def _tool_calls(message: BaseMessage) -> list[Any]:

@@ -252,3 +252,54 @@ def test_reference_input_chooses_how_much_history_references_see(stub, scope, qu
     _agent("graph", stub, reference_input=scope).invoke({"messages": _history(3, 10)})
     seen = [m for m in stub.requests("alpha")[0]["messages"] if m["role"] == "user"]
     assert len(seen) == questions and seen[-1]["content"] == QUESTION
+
+
+@pytest.mark.parametrize("mode", ["invoke", "ainvoke"])
+async def test_a_slow_gate_model_is_cut_at_its_timeout_and_the_turn_consults(stub, mode):
+    import time
+
+    stub.configure({"doorman": {"latency": 8}})
+    gate = {"model": {"provider": "stub", "model": "doorman", "max_retries": 0}, "timeout_s": 0.3}
+    agent = _agent("graph", stub, gate=gate)
+    started = time.monotonic()
+    if mode == "invoke":
+        _, events = _run(agent)
+    else:
+        events = [e async for e in agent.astream(_ask(), stream_mode="custom")]
+    assert time.monotonic() - started < 4
+    (decision,) = [e for e in events if e["type"] == "moa_gate"]
+    assert (decision["decision"], decision["failed"]) == ("consult", True)
+    assert stub.stats()["alpha"] == 1
+
+
+def test_a_chat_model_whose_gate_failed_once_answers_the_next_call(stub):
+    calls = []
+
+    def gate(messages):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("the gate's own bug")
+        return True
+
+    moa = MoAChatModel(preset="demo", config=_config(stub.url), gate=gate)
+    with pytest.raises(RuntimeError, match="the gate's own bug"):
+        moa.invoke(QUESTION)
+    reply = moa.invoke(QUESTION)  # the failed turn is not left half-made in the cache
+    assert "391" in str(reply.content) and stub.stats()["alpha"] == 1
+
+
+def test_a_chat_model_turn_asked_off_then_on_runs_its_references_the_second_time(stub):
+    moa = MoAChatModel(preset="demo", config=_config(stub.url))
+    moa.invoke(QUESTION, references="off")
+    assert "alpha" not in stub.stats()
+    moa.invoke(QUESTION, references="on")
+    assert stub.stats()["alpha"] == 1 and _guided_last(stub)
+
+
+def _ask(text: str = QUESTION) -> dict[str, Any]:
+    return {"messages": [HumanMessage(text)]}
+
+
+def _guided_last(stub) -> bool:
+    last = stub.requests("boss")[-1]["messages"]
+    return any(str(m["content"]).startswith(GUIDANCE_TITLE) for m in last)

@@ -194,3 +194,41 @@ def test_without_a_quorum_every_reference_is_awaited(stub):
     stub.configure({"gamma": {"latency": 0.5}})
     out = _graph(stub).invoke(QUESTION)
     assert [r["status"] for r in out["references"]] == ["ok", "ok", "ok"]
+
+
+async def test_the_quorum_table_is_emptied_after_a_run_and_after_a_cancelled_one(stub):
+    import asyncio
+
+    from moa_graph import quorum
+
+    stub.configure({"gamma": {"latency": SLOW_S}})
+    await _graph(stub, quorum=2).ainvoke(QUESTION)
+    assert quorum._QUORUMS == {}
+
+    stub.configure({"beta": {"latency": SLOW_S}, "gamma": {"latency": SLOW_S}})
+    run = asyncio.ensure_future(_graph(stub, quorum=2).ainvoke(QUESTION))
+    await asyncio.sleep(1.0)  # alpha answered; beta and gamma wait for a quorum never reached
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert quorum._QUORUMS == {}, "cancelled slots report, and the layer is forgotten"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_a_slot_that_starts_after_the_cut_sends_nothing(mode):
+    from moa_graph.quorum import Quorum, QuorumCut
+
+    reached = Quorum(needed=1, size=3, grace_s=0)
+    reached.report(ok=True)
+    sent: list[str] = []
+
+    async def request() -> str:
+        sent.append("async")
+        return "answer"
+
+    with pytest.raises(QuorumCut):
+        if mode == "sync":
+            reached.within(5.0, lambda: sent.append("sync"))
+        else:
+            await reached.awithin(5.0, request())
+    assert sent == []

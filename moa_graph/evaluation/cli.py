@@ -99,8 +99,10 @@ def run_eval(args: argparse.Namespace) -> int:
         return _fail(f"error: {exc}", _USAGE_EXIT)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
-    except Exception as exc:  # the last line of defence: one line, no traceback
-        return _fail(f"error: {type(exc).__name__}: {exc}", _FAILED_EXIT)
+    except Exception as exc:  # the last line of defence: one line, no traceback, no key
+        from moa_graph.failures import describe_error
+
+        return _fail(f"error: {describe_error(exc)}", _FAILED_EXIT)
     from moa_graph.evaluation.report import markdown_report
 
     print(markdown_report(result, plot=files.plot.name if files.plot else None), end="")
