@@ -2,7 +2,7 @@
 
 One command runs every figure and writes the JSON results, the Markdown report and the plots:
 
-    python -m benchmarks run            # full run (~8 min on 2 cores): docs/benchmarks.md
+    python -m benchmarks run            # full run (~10 min on 2 cores): docs/benchmarks.md
     python -m benchmarks run --quick    # smoke run (seconds): tiny sizes, into --out
 
 The stand-in server (`moa-graph stub-server`) runs in a process of its own, so its CPU is not

@@ -7,7 +7,8 @@ moa_graph: the compiled graph (`ainvoke`), `MoAChatModel` and `MoAMiddleware` in
 `ChatOpenAI` another HTTP transport: the OpenAI SDK's aiohttp client (`DefaultAioHttpClient`)
 or its httpx one, shared by every model on the base URL or one per model. A turn raises
 when it did not do the whole job (a reference failed), so every contender's `errors` mean
-the same thing.
+the same thing. The moa_graph contenders also report each answered reference's own
+`latency_ms` (`TurnReport`), which the heavy-tails figure measures its bound against.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import openai
 from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
 
+from benchmarks.measure import TurnReport
 from benchmarks.workload import (
     AGGREGATOR,
     PRESET,
@@ -51,12 +53,31 @@ class TurnFailed(Exception):
 
 @dataclass(frozen=True)
 class Setup:
-    """What a contender is built for: the stand-in, the preset's width, a deadline."""
+    """What a contender is built for: the stand-in, the preset's width, a deadline, a quorum."""
 
     url: str
     n_refs: int
     deadline_s: float | None = None
     """References deadline: moa_graph's `references_deadline_s`, the floor's `asyncio.wait`."""
+    quorum: int | None = None
+    """moa_graph's `quorum`: the fan-out ends once this many references answered."""
+    quorum_grace_s: float = 0.0
+    """moa_graph's `quorum_grace_s`: how long the others may still finish."""
+
+    @property
+    def cuts(self) -> bool:
+        """Whether references may be cut (deadline or quorum), so not all must answer."""
+        return self.deadline_s is not None or self.quorum is not None
+
+    def preset_keys(self) -> dict[str, Any]:
+        """The preset keys of the deadline and the quorum, where set."""
+        keys: dict[str, Any] = {}
+        if self.deadline_s is not None:
+            keys["references_deadline_s"] = self.deadline_s
+        if self.quorum is not None:
+            keys["quorum"] = self.quorum
+            keys["quorum_grace_s"] = self.quorum_grace_s
+        return keys
 
 
 class Contender(Protocol):
@@ -65,11 +86,11 @@ class Contender(Protocol):
     async def prepare(self, concurrency: int) -> None:
         """Get ready for `concurrency` conversations at once (e.g. driver threads)."""
 
-    async def turn(self, question: str) -> int:
+    async def turn(self, question: str) -> int | TurnReport:
         """Run one MoA turn on `question`; return how many references answered.
 
         Raises:
-            TurnFailed: Without a deadline, when a reference did not answer.
+            TurnFailed: Without a deadline or quorum, when a reference did not answer.
         """
 
     async def aclose(self) -> None:
@@ -87,6 +108,7 @@ class ContenderInfo:
     description: str
     build: Callable[[Setup], Contender] = field(repr=False)
     supports_deadline: bool = False
+    supports_quorum: bool = False
 
 
 # --- HTTP clients ------------------------------------------------------------------------------
@@ -290,8 +312,7 @@ class _MoAGraph:
     def __init__(self, setup: Setup, clients: _Clients) -> None:
         self._setup = setup
         self._clients = clients
-        extra = {"references_deadline_s": setup.deadline_s} if setup.deadline_s else None
-        config = moa_config(setup.url, setup.n_refs, extra=extra)
+        config = moa_config(setup.url, setup.n_refs, extra=setup.preset_keys())
         builder = build_moa_graph(
             PRESET, config=config, model_factory=clients.model_factory(setup.url)
         )
@@ -300,11 +321,11 @@ class _MoAGraph:
     async def prepare(self, concurrency: int) -> None:
         return None
 
-    async def turn(self, question: str) -> int:
+    async def turn(self, question: str) -> TurnReport:
         out = await self._graph.ainvoke({"messages": [HumanMessage(question)]})
         if not _text(out["messages"][-1]):
             raise TurnFailed("the aggregator gave no answer")
-        return _answered([r["status"] for r in out.get("references", [])], self._setup)
+        return _answered(out.get("references", []), self._setup)
 
     async def aclose(self) -> None:
         await self._clients.aclose()
@@ -316,22 +337,20 @@ class _MoAChat:
     def __init__(self, setup: Setup, clients: _Clients) -> None:
         self._setup = setup
         self._clients = clients
-        extra = {"references_deadline_s": setup.deadline_s} if setup.deadline_s else None
         self._model = MoAChatModel(
             preset=PRESET,
-            config=moa_config(setup.url, setup.n_refs, extra=extra),
+            config=moa_config(setup.url, setup.n_refs, extra=setup.preset_keys()),
             model_factory=clients.model_factory(setup.url),
         )
 
     async def prepare(self, concurrency: int) -> None:
         return None
 
-    async def turn(self, question: str) -> int:
+    async def turn(self, question: str) -> TurnReport:
         reply = await self._model.ainvoke([HumanMessage(question)])
         if not _text(reply):
             raise TurnFailed("the aggregator gave no answer")
-        statuses = [r["status"] for r in reply.response_metadata["moa_references"]]
-        return _answered(statuses, self._setup)
+        return _answered(reply.response_metadata["moa_references"], self._setup)
 
     async def aclose(self) -> None:
         await self._clients.aclose()
@@ -351,10 +370,9 @@ class _MoAMiddleware:
 
         self._setup = setup
         self._clients = clients
-        extra = {"references_deadline_s": setup.deadline_s} if setup.deadline_s else None
         moa = MoAMiddleware(
             PRESET,
-            config=moa_config(setup.url, setup.n_refs, extra=extra),
+            config=moa_config(setup.url, setup.n_refs, extra=setup.preset_keys()),
             model_factory=clients.model_factory(setup.url),
         )
         self._agent = create_agent(clients.chat(setup.url, AGGREGATOR), middleware=[moa])
@@ -362,23 +380,28 @@ class _MoAMiddleware:
     async def prepare(self, concurrency: int) -> None:
         return None
 
-    async def turn(self, question: str) -> int:
+    async def turn(self, question: str) -> TurnReport:
         out = await self._agent.ainvoke({"messages": [HumanMessage(question)]})
         if not _text(out["messages"][-1]):
             raise TurnFailed("the aggregator gave no answer")
-        return _answered([r["status"] for r in out.get("references", [])], self._setup)
+        return _answered(out.get("references", []), self._setup)
 
     async def aclose(self) -> None:
         await self._clients.aclose()
 
 
-def _answered(statuses: list[str], setup: Setup) -> int:
-    """How many references answered; without a deadline, all of them must have."""
+def _answered(references: list[dict[str, Any]], setup: Setup) -> TurnReport:
+    """How many references answered, and each answer's own `latency_ms`.
+
+    Without a deadline or a quorum, all of them must have answered.
+    """
+    statuses = [r["status"] for r in references]
     if len(statuses) != setup.n_refs:
         raise TurnFailed(f"{len(statuses)} of {setup.n_refs} references reported")
-    if setup.deadline_s is None and any(status != "ok" for status in statuses):
+    if not setup.cuts and any(status != "ok" for status in statuses):
         raise TurnFailed(f"reference statuses {sorted(set(statuses))}")
-    return statuses.count("ok")
+    ok_ms = sorted(float(r.get("latency_ms") or 0.0) for r in references if r["status"] == "ok")
+    return TurnReport(len(ok_ms), {"ok_ms": ok_ms})
 
 
 def _info(
@@ -390,8 +413,11 @@ def _info(
     build: Callable[[Setup], Contender],
     *,
     supports_deadline: bool = False,
+    supports_quorum: bool = False,
 ) -> ContenderInfo:
-    return ContenderInfo(name, family, transport, clients, description, build, supports_deadline)
+    return ContenderInfo(
+        name, family, transport, clients, description, build, supports_deadline, supports_quorum
+    )
 
 
 _AS_SHIPPED = "as shipped"
@@ -448,6 +474,7 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "base URL, references as one direct POST each)",
             lambda s: _MoAGraph(s, _Clients(None)),
             supports_deadline=True,
+            supports_quorum=True,
         ),
         _info(
             "graph+httpx-per-model",
@@ -467,6 +494,7 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "references through ChatOpenAI.ainvoke (the shipped transport without fix 1)",
             lambda s: _MoAGraph(s, _Clients("aiohttp")),
             supports_deadline=True,
+            supports_quorum=True,
         ),
         _info(
             "graph+aiohttp-per-model",
@@ -484,6 +512,7 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "MoAChatModel(...).ainvoke, no model_factory",
             lambda s: _MoAChat(s, _Clients(None)),
             supports_deadline=True,
+            supports_quorum=True,
         ),
         _info(
             "chat-model+aiohttp",
@@ -494,6 +523,7 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "through ChatOpenAI.ainvoke",
             lambda s: _MoAChat(s, _Clients("aiohttp")),
             supports_deadline=True,
+            supports_quorum=True,
         ),
         _info(
             "middleware",
@@ -504,6 +534,7 @@ CONTENDERS: dict[str, ContenderInfo] = {
             "model_factory (the agent's model on the langchain-openai default transport)",
             lambda s: _MoAMiddleware(s, _Clients(None)),
             supports_deadline=True,
+            supports_quorum=True,
         ),
     ]
 }

@@ -17,12 +17,29 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["CellResult", "RssSampler", "median", "percentile", "rss_mb", "run_cell"]
+__all__ = [
+    "CellResult",
+    "RssSampler",
+    "TurnReport",
+    "median",
+    "percentile",
+    "rss_mb",
+    "run_cell",
+]
 
 _RSS_INTERVAL_S = 0.05
 _PAGE_MB = os.sysconf("SC_PAGE_SIZE") / 2**20
 _MAX_ERROR_SAMPLES = 3
 _questions = itertools.count()
+
+
+@dataclass(frozen=True)
+class TurnReport:
+    """What a turn returns when it has more to say than how many references answered."""
+
+    answered: int
+    detail: dict[str, Any]
+    """Plain JSON data about the turn (e.g. each answered reference's `latency_ms`)."""
 
 
 @dataclass
@@ -43,6 +60,9 @@ class CellResult:
     """References that answered, summed over the completed turns."""
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    details: list[dict[str, Any]] = field(default_factory=list)
+    """Per completed turn, in the order of `latencies_s`: the turn's `TurnReport.detail`
+    (empty when the turn returned a plain count)."""
 
     def as_dict(self) -> dict[str, Any]:
         """The result as plain JSON data."""
@@ -59,25 +79,37 @@ def question(conversation: int, turn: int) -> str:
 
 
 async def run_cell(
-    turn: Callable[[str], Awaitable[int]], *, concurrency: int, turns: int
+    turn: Callable[[str], Awaitable[int | TurnReport]],
+    *,
+    concurrency: int,
+    turns: int,
+    stagger_s: float = 0.0,
 ) -> CellResult:
     """Run `concurrency` conversations of `turns` turns each.
 
-    Each turn is `turn(question)`, which returns how many references answered.
+    Each turn is `turn(question)`, which returns how many references answered (or a
+    `TurnReport`). With `stagger_s`, conversation k starts k x `stagger_s` after the first,
+    so their turns do not all start on the same tick.
     """
     latencies: list[float] = []
     errors: list[str] = []
     answered: list[int] = []
+    details: list[dict[str, Any]] = []
 
     async def conversation(number: int) -> None:
+        if stagger_s:
+            await asyncio.sleep(number * stagger_s)
         for index in range(turns):
             started = time.perf_counter()
             try:
-                answered.append(await turn(question(number, index)))
+                outcome = await turn(question(number, index))
             except Exception as exc:
                 errors.append(f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
                 continue
             latencies.append(time.perf_counter() - started)
+            report = outcome if isinstance(outcome, TurnReport) else TurnReport(outcome, {})
+            answered.append(report.answered)
+            details.append(report.detail)
 
     gc.collect(1)  # the young generations: what earlier cells left; a full pass takes ~0.1 s
     with RssSampler() as rss:
@@ -93,6 +125,7 @@ async def run_cell(
         answered=sum(answered),
         errors=len(errors),
         error_samples=errors[:_MAX_ERROR_SAMPLES],
+        details=details,
     )
 
 

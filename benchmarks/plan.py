@@ -1,4 +1,4 @@
-"""How big each figure is: the full run (`FULL`, ~7-8 minutes on 2 cores) and `QUICK` (seconds).
+"""How big each figure is: the full run (`FULL`, ~10 minutes on 2 cores) and `QUICK` (seconds).
 
 C = 500 conversations with 8 references is 4,500 requests per round, so the big cells run
 once and the small ones twice or three times; every row says how many turns it pooled.
@@ -42,6 +42,7 @@ _MAX_CONCURRENCY = {
     "chat-model+aiohttp": 100,
 }
 _STRAGGLERS = ["raw-aiohttp", "graph", "graph+aiohttp", "chat-model"]
+_TAILS = ["graph"]
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,28 @@ class Plan:
     """Turns of the one-conversation deadline rows (one round)."""
     straggler_repeats: int = 2
     straggler_contenders: list[str] = field(default_factory=lambda: list(_STRAGGLERS))
+    # (7) heavy tails: wait-all, a deadline, quorum
+    tail_refs: int = 8
+    tail_median_s: float = 2.0
+    """Median reference latency: 10x the fan-out figure's 200 ms reference."""
+    tail_sigma: float = 0.7
+    """Lognormal spread: a call's p99 is exp(2.33 x 0.7) = 5.1x its median (10.2 s)."""
+    tail_deadline_s: float = 4.0
+    """`references_deadline_s` of the deadline row: twice the median (a call's p84)."""
+    tail_grace_s: float = 0.25
+    """`quorum_grace_s` of the rows with a grace."""
+    tail_concurrency: int = 10
+    tail_turns: int = 4
+    tail_repeats: int = 1
+    tail_stagger_s: float = 0.1
+    """Conversation k starts k x this after the first (turns do not start on one tick)."""
+    tail_contenders: list[str] = field(default_factory=lambda: list(_TAILS))
+    # (8) cost: the gate and the reference budget on a mixed workload
+    cost_refs: int = 8
+    cost_turns: int = 12
+    """Turns per policy (half trivial, half hard, alternating), one conversation."""
+    gate_s: float = 0.05
+    """Latency of the stand-in gate model."""
     # (4, 5) the agent transcript and its tool loop
     transcript_refs: int = 8
     tool_steps: int = 5
@@ -114,6 +137,16 @@ QUICK = Plan(
     straggler_turns=1,
     straggler_solo_turns=1,
     straggler_repeats=1,
+    tail_refs=4,
+    tail_median_s=0.03,
+    tail_sigma=0.5,
+    tail_deadline_s=0.06,
+    tail_grace_s=0.01,
+    tail_concurrency=2,
+    tail_turns=2,
+    tail_stagger_s=0.01,
+    cost_turns=4,
+    gate_s=0.005,
     transcript_refs=2,
     tool_steps=2,
     import_repeats=1,

@@ -41,10 +41,12 @@ def write_plots(results: dict[str, Any], folder: Path) -> list[str]:
         ("tokens", _plot_tokens, (11, 4.5)),
         ("prefix", _plot_prefix, (7, 4.5)),
         ("startup", _plot_startup, (12, 4.5)),
+        ("tails", _plot_tails, (12, 4.5)),
+        ("cost", _plot_cost, (12, 4.5)),
     ]
     for key, plot, size in plotters:
         data = results.get(key)
-        if data is None:
+        if data is None or data.get("pending"):
             continue
         figure = plt.figure(figsize=size, dpi=100)
         plot(figure, results)
@@ -238,6 +240,65 @@ def _plot_startup(figure: Any, results: dict[str, Any]) -> None:
             xlabel="self import time (ms, -X importtime)", title="import moa_graph by package"
         )
         right.grid(alpha=0.3, axis="x")
+
+
+def _plot_tails(figure: Any, results: dict[str, Any]) -> None:
+    data = results["tails"]
+    rows = data["rows"]
+    left, right = figure.subplots(1, 2, gridspec_kw={"width_ratios": [2, 1]})
+    labels = [r["policy"].replace(", ", "\n") for r in rows]
+    xs = list(range(len(rows)))
+    left.bar([x - 0.2 for x in xs], [r["p50_s"] for r in rows], 0.4, label="p50")
+    left.bar([x + 0.2 for x in xs], [r["p99_s"] for r in rows], 0.4, label="p99")
+    left.scatter(
+        [x + 0.2 for x in xs],
+        [r["bound_p99_s"] for r in rows],
+        color="black",
+        marker="_",
+        s=300,
+        label="p99 of awaited + aggregator",
+        zorder=3,
+    )
+    left.set_xticks(xs, labels, fontsize=7)
+    left.set(
+        ylabel="wall per turn (s)",
+        title=f"{data['n_refs']} lognormal references (median {data['median_s']:g} s, "
+        f"sigma {data['sigma']:g})",
+    )
+    left.legend(fontsize=8)
+    left.grid(alpha=0.3, axis="y")
+    right.barh(labels[::-1], [r["answered_per_turn"] for r in rows][::-1], color="#2ca02c")
+    right.axvline(data["n_refs"], color="grey", linestyle=":")
+    right.tick_params(axis="y", labelsize=7)
+    right.set(xlabel="answers kept per turn", title="Answers the aggregator got")
+    right.grid(alpha=0.3, axis="x")
+
+
+def _plot_cost(figure: Any, results: dict[str, Any]) -> None:
+    data = results["cost"]
+    rows = data["rows"]
+    left, right = figure.subplots(1, 2)
+    labels = [r["policy"].replace(" + ", "\n+ ") for r in rows]
+    xs = list(range(len(rows)))
+    for offset, kind in ((-0.2, "trivial"), (0.2, "hard")):
+        left.bar(
+            [x + offset for x in xs],
+            [1000 * r["by_kind"][kind]["cost_usd_per_turn"] for r in rows],
+            0.4,
+            label=f"{kind} turns",
+        )
+        right.bar(
+            [x + offset for x in xs],
+            [r["by_kind"][kind]["calls_per_turn"] for r in rows],
+            0.4,
+            label=f"{kind} turns",
+        )
+    left.set(ylabel="cost per turn (USD x 1000, stand-in prices)", title="Cost per turn")
+    right.set(ylabel="model calls per turn", title="Calls per turn (references, gate, aggregator)")
+    for axis in (left, right):
+        axis.set_xticks(xs, labels, fontsize=7, rotation=20, ha="right")
+        axis.legend(fontsize=8)
+        axis.grid(alpha=0.3, axis="y")
 
 
 def _line(name: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ def write_report(results: dict[str, Any], path: Path, *, plots: Sequence[str]) -
         "Every comparison ran side by side in this one run, its contenders taking turns "
         "cell by cell; ratios sit next to the absolute figures.",
         "",
-        "Run it: `pip install -e '.[bench]'`, then `python -m benchmarks run` (about 7 minutes "
+        "Run it: `pip install -e '.[bench]'`, then `python -m benchmarks run` (about 10 minutes "
         "on 2 cores; writes this file, `benchmarks/results.json` and the plots), "
         "`python -m benchmarks run --quick --out DIR` (a smoke run of seconds), "
         "`python -m benchmarks report docs/benchmarks/results.json` (re-render), "
@@ -52,6 +52,8 @@ def write_report(results: dict[str, Any], path: Path, *, plots: Sequence[str]) -
         ("tokens", lambda tokens: _tokens(tokens, results.get("tool_loop"))),
         ("prefix", _prefix),
         ("startup", _startup),
+        ("tails", _tails),
+        ("cost", _cost),
     ]
     for key, render in sections:
         if key in results:
@@ -435,7 +437,141 @@ def _startup(figure: dict[str, Any]) -> str:
     )
 
 
+def _tails(figure: dict[str, Any]) -> str:
+    title = "## 7. Heavy tails: wait for all, a deadline, or a quorum\n\n"
+    if figure.get("pending"):
+        return title + f"Pending: {figure['pending']}.\n"
+    n = figure["n_refs"]
+    rows = []
+    for r in figure["rows"]:
+        rows.append(
+            [
+                f"`{r['contender']}`",
+                r["policy"],
+                _ms(r["p50_s"]),
+                _ms(r["p99_s"]),
+                f"x{_ratio(r['p50_vs_wait_all'])}",
+                f"{r['answered_per_turn']:.1f} of {n}",
+                f"{_ms(r['kth_p50_s'])} / {_ms(r['kth_p99_s'])}",
+                f"{_ms(r['awaited_p50_s'])} / {_ms(r['awaited_p99_s'])}",
+                f"x{_ratio(r['wall_over_bound_p50'])} / x{_ratio(r['wall_over_bound_p99'])}",
+                f"{r['disconnects'] / max(r['turns'], 1):.1f}",
+                str(r["turns"]),
+                str(r["errors"]),
+            ]
+        )
+    header = [
+        "contender",
+        "policy",
+        "p50",
+        "p99",
+        "p50 vs wait-all",
+        "answers kept / turn",
+        "K-th answer p50 / p99",
+        "awaited p50 / p99",
+        "wall / bound p50 / p99",
+        "cut requests / turn",
+        "turns",
+        "errors",
+    ]
+    return (
+        title + f"{n} references, each request's latency drawn by the stand-in from a lognormal "
+        f"(median {_ms(figure['median_s'])}, sigma {figure['sigma']:g}: a call's p90 is "
+        f"{_ms(figure['call_p90_s'])}, its p99 {_ms(figure['call_p99_s'])}); aggregator "
+        f"{_ms(figure['aggregator_s'])}. The graph (`ainvoke`) under each policy: "
+        f"`references_deadline_s: {figure['deadline_s']:g}`, `quorum: K` for K = N/2 and "
+        f"N-1 with `quorum_grace_s` 0 and {figure['grace_s']:g}. C = "
+        f"{figure['concurrency']} conversations of {figure['turns_per_conversation']} turns "
+        f"each, started {_ms(figure['stagger_s'])} apart, x {figure['repeats']} round(s); "
+        "p50/p99 pool every turn (so p99 is close to the worst turn), and each policy draws "
+        "its own latencies from the same distribution.\n\n"
+        '"K-th answer" is the K-th smallest `latency_ms` among the turn\'s `ok` references '
+        "(each measured by the client from its request's start to its parsed answer): when "
+        'the quorum was reached, by the references\' own clocks. "awaited" is what the '
+        "policy should have waited for: the slowest answer (wait for all, or nothing was "
+        "cut), the deadline (a reference was cut by it), or the K-th answer plus the grace "
+        '(a reference was cut by the quorum). "wall / bound" is each turn\'s wall time over '
+        "its own awaited + aggregator, at the median and the p99 over turns; the target is "
+        'x1.10. "cut requests" are reference requests the stand-in saw the client abandon.\n\n'
+        + _table(header, rows)
+        + _errors(figure["rows"])
+    )
+
+
+def _cost(figure: dict[str, Any]) -> str:
+    title = "## 8. Cost: the gate and the reference budget\n\n"
+    if figure.get("pending"):
+        return title + f"Pending: {figure['pending']}.\n"
+    rows = []
+    for r in figure["rows"]:
+        every, trivial, hard = (r["by_kind"][k] for k in ("all", "trivial", "hard"))
+        rows.append(
+            [
+                r["policy"],
+                f"${every['cost_usd_per_turn']:.4f}",
+                f"x{_ratio(every['cost_vs_always'])}",
+                f"${trivial['cost_usd_per_turn']:.4f} / ${hard['cost_usd_per_turn']:.4f}",
+                f"{every['calls_per_turn']:.1f}",
+                _pair(trivial, hard, "reference_calls_per_turn"),
+                f"{every['gate_calls_per_turn']:.1f}",
+                _pair(trivial, hard, "budget_skipped_per_turn"),
+                f"{_ms(trivial['p50_s'])} / {_ms(hard['p50_s'])}",
+                str(r["gate_mismatches"]),
+            ]
+        )
+    header = [
+        "policy",
+        "cost / turn",
+        "vs always consult",
+        "cost / turn, trivial / hard",
+        "calls / turn",
+        "reference calls / turn, trivial / hard",
+        "gate calls / turn",
+        "left out by the budget / turn, trivial / hard",
+        "p50 wall, trivial / hard",
+        "gate decisions off the rule",
+    ]
+    prices = figure["prices"]
+    tiers = sorted(
+        {
+            (v["input_cost_per_mtok"], v["output_cost_per_mtok"])
+            for k, v in prices.items()
+            if k.startswith("ref")
+        },
+        reverse=True,
+    )
+    listed = ", ".join(f"${i:g} / ${o:g}" for i, o in tiers)
+    agg, gate = prices["agg"], prices["gate"]
+    return (
+        title + f'{figure["turns"]} user turns, alternating trivial ("thanks!", "ok, got it") '
+        "and hard (a function to review, a design question), each a new conversation of the "
+        f"graph (`ainvoke`), one after another; {figure['n_refs']} references at "
+        f"{_ms(figure['reference_s'])}, aggregator {_ms(figure['aggregator_s'])}, gate model "
+        f"{_ms(figure['gate_s'])}. Stand-in prices per million input / output tokens: "
+        f"references {listed} (two of each of the dearer tiers), aggregator "
+        f"${agg['input_cost_per_mtok']:g} / ${agg['output_cost_per_mtok']:g}, gate "
+        f"${gate['input_cost_per_mtok']:g} / ${gate['output_cost_per_mtok']:g}. Every "
+        f"reference answers with {figure['advice_words']} words of advice (a fixed stand-in "
+        "reply). Cost and calls are the turn's `usage` total (`cost_usd`, `calls`); tokens "
+        "are the stand-in's whitespace words.\n\n"
+        "The callable gate (`gate=` on `build_moa_graph`) consults on a question mark or "
+        "more than 12 words. The gate model (`gate: {model: ...}`) is a stand-in model "
+        "scripted, turn by turn, with the callable's decision (`CONSULT` / `SKIP`), so it "
+        "decides as the rule does: its row shows what asking a model costs, not how well a "
+        "model judges. The budget cap is `max_reference_cost_usd: "
+        f"{figure['cap_usd']:.4f}`, {_pct(figure['cap_share'])} of the budget's own estimate "
+        "of a hard turn's full fan-out (input as sent, each answer at its `max_tokens`, "
+        "which dominates the estimate, so a trivial turn's is close to a hard one's). "
+        '"gate decisions off the rule" counts turns '
+        "whose references ran (or not) against the rule's decision.\n\n" + _table(header, rows)
+    )
+
+
 # --- formatting --------------------------------------------------------------------------------
+
+
+def _pair(a: dict[str, Any], b: dict[str, Any], key: str) -> str:
+    return f"{a[key]:.1f} / {b[key]:.1f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

@@ -20,11 +20,13 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cost import cost_figure
 from benchmarks.plan import Plan
 from benchmarks.plots import write_plots
 from benchmarks.report import write_report
 from benchmarks.stand_in import StandIn
 from benchmarks.startup import startup_figure
+from benchmarks.tails import tails_figure
 from benchmarks.targets import evaluate
 from benchmarks.timing import concurrency_figure, fanout_figure, straggler_figure
 from benchmarks.transcript import prefix_and_tokens
@@ -33,8 +35,16 @@ from benchmarks.workload import preset_supports
 
 __all__ = ["FIGURES", "render", "run", "shipped_transport"]
 
-FIGURES = ("fanout", "concurrency", "stragglers", "transcript", "startup")
+FIGURES = ("fanout", "concurrency", "stragglers", "tails", "cost", "transcript", "startup")
 """What `--only` can name; `transcript` gives figures 4 (tokens) and 5 (prefix)."""
+_PRESET_KEYS = (
+    "references_deadline_s",
+    "fanout",
+    "quorum",
+    "quorum_grace_s",
+    "gate",
+    "max_reference_cost_usd",
+)
 _PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "httpx2", "aiohttp")
 Log = Callable[[str], None]
 
@@ -62,6 +72,7 @@ def run(
                 plan.straggler_contenders,
                 lambda b: straggler_figure(b, stand_in, plan, log),
             ),
+            ("tails", plan.tail_contenders, lambda b: tails_figure(b, stand_in, plan, log)),
         ]
         # In one process every contender lives on one event loop for the whole run: clients
         # are bound to the loop they were first used on (see docs/benchmarks.md, findings).
@@ -79,6 +90,9 @@ def run(
         finally:
             if shared is not None:
                 shared.close()
+        if "cost" in wanted:
+            log("cost and calls per turn: the gate and the reference budget")
+            results["cost"] = cost_figure(stand_in, plan, log)
         if "transcript" in wanted:
             log("tokens and prompt-prefix stability on the agent transcript")
             results.update(
@@ -134,7 +148,12 @@ def _processes(url: str, names: list[str], log: Log) -> Backend:
 
 
 def _all_names(plan: Plan) -> list[str]:
-    names = [*plan.fanout_contenders, *plan.concurrency_contenders, *plan.straggler_contenders]
+    names = [
+        *plan.fanout_contenders,
+        *plan.concurrency_contenders,
+        *plan.straggler_contenders,
+        *plan.tail_contenders,
+    ]
     return list(dict.fromkeys(names))
 
 
@@ -156,7 +175,7 @@ def _meta(plan: Plan) -> dict[str, Any]:
         "versions": versions,
         "isolated": plan.isolate,
         "shipped_transport": shipped_transport(),
-        "preset_keys": {key: preset_supports(key) for key in ("references_deadline_s", "fanout")},
+        "preset_keys": {key: preset_supports(key) for key in _PRESET_KEYS},
     }
 
 

@@ -23,6 +23,10 @@ _HEALTHY_SHARE = 0.95
 still answer: a deadline that meets its latency bound by cutting healthy references off
 has not met the target."""
 _PREFIX_SHARE = 0.95
+_QUORUM_P50_SHARE = 0.60
+"""Quorum's p50 turn latency over wait-all's, under heavy-tailed references."""
+_QUORUM_SLACK = 0.10
+"""Each quorum turn within (K-th answer + grace + aggregator) x 1.10, at the p99."""
 
 
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -36,6 +40,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         targets += _raw_ratio(results["concurrency"])
     if "stragglers" in results:
         targets += _deadline(results["stragglers"])
+    if "tails" in results:
+        targets += _tails(results["tails"])
+    if "cost" in results:
+        targets += _cost(results["cost"])
     if "prefix" in results:
         targets += _prefix(results["prefix"])
     return targets
@@ -173,6 +181,79 @@ def _deadline(figure: dict[str, Any]) -> list[dict[str, Any]]:
                 limit,
                 f"{row['answered_per_turn']:.1f} of {figure['n_refs']} answered per turn; "
                 f"{row['errors']} errors",
+            )
+        )
+    return out
+
+
+def _tails(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    if figure.get("pending"):
+        return [
+            _row("heavy tails: quorum vs wait-all", "graph", "pending", "-", "-", figure["pending"])
+        ]
+    out = []
+    for row in figure["rows"]:
+        wait_all = next(
+            r
+            for r in figure["rows"]
+            if r["contender"] == row["contender"] and r["policy"] == "wait for all"
+        )
+        kept = f"{row['answered_per_turn']:.1f} of {figure['n_refs']} answers kept per turn"
+        if row["quorum"] is None:
+            if row["deadline_s"] is not None:
+                out.append(
+                    _row(
+                        f"heavy tails: p50 with a {_ms(row['deadline_s'])} deadline vs wait-all",
+                        row["contender"],
+                        "reported",
+                        f"x{row['p50_vs_wait_all']:.2f}",
+                        "(reported)",
+                        f"p50 {_ms(row['p50_s'])} vs {_ms(wait_all['p50_s'])}; {kept}",
+                    )
+                )
+            continue
+        name = f"quorum {row['quorum']}, grace {_ms(row['quorum_grace_s'])}"
+        clean = not row["errors"]
+        out.append(
+            _row(
+                f"heavy tails: p50 with {name} vs wait-all",
+                row["contender"],
+                _judge(row["p50_vs_wait_all"] <= _QUORUM_P50_SHARE and clean),
+                f"x{row['p50_vs_wait_all']:.2f}",
+                f"<= x{_QUORUM_P50_SHARE:.2f}",
+                f"p50 {_ms(row['p50_s'])} vs {_ms(wait_all['p50_s'])}; {kept}",
+            )
+        )
+        out.append(
+            _row(
+                f"heavy tails: p99 with {name} vs K-th answer + grace + aggregator",
+                row["contender"],
+                _judge(row["wall_over_bound_p99"] <= 1 + _QUORUM_SLACK and clean),
+                f"x{row['wall_over_bound_p99']:.2f} (p99 over turns)",
+                f"<= x{1 + _QUORUM_SLACK:.2f}",
+                f"p99 {_ms(row['p99_s'])}; K-th answer p50 {_ms(row['kth_p50_s'])}, "
+                f"p99 {_ms(row['kth_p99_s'])}; {row['errors']} errors",
+            )
+        )
+    return out
+
+
+def _cost(figure: dict[str, Any]) -> list[dict[str, Any]]:
+    if figure.get("pending"):
+        return [_row("cost per turn vs always consult", "graph", "pending", "-", "-")]
+    out = []
+    for row in figure["rows"][1:]:
+        every = row["by_kind"]
+        out.append(
+            _row(
+                f"cost per turn vs always consult: {row['policy']}",
+                "graph",
+                "reported",
+                f"x{every['all']['cost_vs_always']:.2f}",
+                "(reported)",
+                f"trivial x{every['trivial']['cost_vs_always']:.2f}, "
+                f"hard x{every['hard']['cost_vs_always']:.2f}; "
+                f"{every['all']['calls_per_turn']:.1f} calls per turn",
             )
         )
     return out

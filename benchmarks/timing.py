@@ -1,5 +1,8 @@
 """Figures 1-3, the timed comparisons: fan-out width, concurrency, stragglers.
 
+The cell helpers (`warm`, `measured`, `summarise`, `rotated`) also serve the heavy-tails
+figure (`benchmarks.tails`).
+
 Every figure runs its contenders cell by cell in turn (the order rotates each round), so
 drift on the machine lands on all of them; the summaries pool the turns of every round and
 put ratios (to the floor, to the bare-aiohttp floor, to hand-gathered `ChatOpenAI`) next
@@ -20,7 +23,16 @@ from benchmarks.stand_in import StandIn
 from benchmarks.worker import Backend
 from benchmarks.workload import latency_table, preset_supports
 
-__all__ = ["concurrency_figure", "fanout_figure", "langchain_floor", "straggler_figure"]
+__all__ = [
+    "concurrency_figure",
+    "fanout_figure",
+    "langchain_floor",
+    "measured",
+    "rotated",
+    "straggler_figure",
+    "summarise",
+    "warm",
+]
 
 _DEADLINE_KEY = "references_deadline_s"
 Log = Callable[[str], None]
@@ -41,18 +53,18 @@ def fanout_figure(backend: Backend, stand_in: StandIn, plan: Plan, log: Log) -> 
                     continue
                 names.append(name)
             if round_ == 0:
-                _warm(backend, stand_in, names, n_refs=n)
+                warm(backend, stand_in, names, n_refs=n)
             stand_in.configure(
                 latency_table(n, reference_s=plan.reference_s, aggregator_s=plan.aggregator_s)
             )
-            for name in _rotated(names, round_ + i):
+            for name in rotated(names, round_ + i):
                 log(f"fan-out  round {round_ + 1}/{plan.fanout_repeats}  N={n:<3} {name}")
                 cells[name, n].append(
-                    _measured(
+                    measured(
                         backend, stand_in, name, n_refs=n, concurrency=1, turns=plan.fanout_turns
                     )
                 )
-    rows = [_summary(name, cells[name, n], n_refs=n) for (name, n) in cells]
+    rows = [summarise(name, cells[name, n], n_refs=n) for (name, n) in cells]
     raw = {row["n_refs"]: row for row in rows if row["contender"] == "raw-aiohttp"}
     for row in rows:
         row["overhead_p50"] = row["p50_s"] / floor - 1
@@ -85,7 +97,7 @@ def concurrency_figure(
                 skipped.append({"contender": name, "concurrency": c, "reason": reason})
                 continue
             names_at[c].append(name)
-    _warm(backend, stand_in, plan.concurrency_contenders, n_refs=n, turns=2)
+    warm(backend, stand_in, plan.concurrency_contenders, n_refs=n, turns=2)
     stand_in.configure(
         latency_table(n, reference_s=plan.reference_s, aggregator_s=plan.aggregator_s)
     )
@@ -100,10 +112,10 @@ def concurrency_figure(
     for i, c in enumerate(plan.concurrency_levels):
         rounds = plan.concurrency_repeats[c]
         for round_ in range(rounds):
-            for name in _rotated(names_at[c], round_ + i):
+            for name in rotated(names_at[c], round_ + i):
                 log(f"concurrency  C={c:<4} round {round_ + 1}/{rounds}  {name}")
                 cells[name, c].append(
-                    _measured(
+                    measured(
                         backend,
                         stand_in,
                         name,
@@ -112,7 +124,7 @@ def concurrency_figure(
                         turns=plan.concurrency_turns[c],
                     )
                 )
-    rows = [_summary(name, cells[name, c], concurrency=c) for (name, c) in cells]
+    rows = [summarise(name, cells[name, c], concurrency=c) for (name, c) in cells]
     by = {(row["contender"], row["concurrency"]): row for row in rows}
     for row in rows:
         c = row["concurrency"]
@@ -160,10 +172,10 @@ def straggler_figure(backend: Backend, stand_in: StandIn, plan: Plan, log: Log) 
             variants.append((name, plan.deadline_s, solo, plan.straggler_solo_turns))
         else:
             pending.append({"contender": name, "deadline_s": plan.deadline_s})
-    _warm(backend, stand_in, plan.straggler_contenders, n_refs=n)
+    warm(backend, stand_in, plan.straggler_contenders, n_refs=n)
     for name in plan.straggler_contenders:
         if CONTENDERS[name].family == "floor" or supported:
-            _warm(backend, stand_in, [name], n_refs=n, deadline_s=plan.deadline_s)
+            warm(backend, stand_in, [name], n_refs=n, deadline_s=plan.deadline_s)
     stand_in.configure(
         latency_table(
             n, reference_s=plan.reference_s, aggregator_s=plan.aggregator_s, slow={n - 1: slow_s}
@@ -171,7 +183,7 @@ def straggler_figure(backend: Backend, stand_in: StandIn, plan: Plan, log: Log) 
     )
     cells: dict[tuple[str, float | None, int], list[dict[str, Any]]] = defaultdict(list)
     for round_ in range(plan.straggler_repeats):
-        for name, deadline, conversations, turns in _rotated(variants, round_):
+        for name, deadline, conversations, turns in rotated(variants, round_):
             if conversations == solo and round_ > 0:
                 continue  # one round is enough when nothing competes for the loop
             log(
@@ -179,7 +191,7 @@ def straggler_figure(backend: Backend, stand_in: StandIn, plan: Plan, log: Log) 
                 f"deadline={deadline} C={conversations}"
             )
             cells[name, deadline, conversations].append(
-                _measured(
+                measured(
                     backend,
                     stand_in,
                     name,
@@ -191,7 +203,7 @@ def straggler_figure(backend: Backend, stand_in: StandIn, plan: Plan, log: Log) 
             )
     rows = []
     for (name, deadline, conversations), runs in cells.items():
-        row = _summary(name, runs, deadline_s=deadline, concurrency=conversations)
+        row = summarise(name, runs, deadline_s=deadline, concurrency=conversations)
         bound = (deadline if deadline is not None else slow_s) + plan.aggregator_s
         row["bound_s"] = bound
         row["p99_vs_bound"] = row["p99_s"] / bound
@@ -228,22 +240,25 @@ _POOL_SKIP = "needs (1 + 8) x C OS threads"
 _BUDGET_SKIP = "time budget: a C=500 cell of a LangChain contender takes 25-50 s"
 
 
-def _warm(
+def warm(
     backend: Backend,
     stand_in: StandIn,
     names: Sequence[str],
     *,
     n_refs: int,
-    deadline_s: float | None = None,
     turns: int = 1,
+    **policy: Any,
 ) -> None:
-    """Build and exercise each contender once with no injected latency (not measured)."""
+    """Build and exercise each contender once with no injected latency (not measured).
+
+    `policy`: the `Setup` fields past the width (`deadline_s`, `quorum`, `quorum_grace_s`).
+    """
     stand_in.configure(latency_table(n_refs, reference_s=0.0, aggregator_s=0.0))
     for name in names:
-        backend.warm(name, n_refs=n_refs, deadline_s=deadline_s, turns=turns)
+        backend.warm(name, n_refs=n_refs, turns=turns, **policy)
 
 
-def _measured(backend: Backend, stand_in: StandIn, name: str, **params: Any) -> dict[str, Any]:
+def measured(backend: Backend, stand_in: StandIn, name: str, **params: Any) -> dict[str, Any]:
     """One cell, with the stand-in's CPU time and request counts over the same span."""
     before_stats, before_cpu = stand_in.stats(), stand_in.cpu_seconds()
     started = time.perf_counter()
@@ -263,7 +278,7 @@ def _measured(backend: Backend, stand_in: StandIn, name: str, **params: Any) -> 
     return cell
 
 
-def _summary(name: str, runs: list[dict[str, Any]], **key: Any) -> dict[str, Any]:
+def summarise(name: str, runs: list[dict[str, Any]], **key: Any) -> dict[str, Any]:
     """Pool the cells of one contender and one setting into one row."""
     info = CONTENDERS[name]
     latencies = [latency for run in runs for latency in run["latencies_s"]]
@@ -294,7 +309,8 @@ def _summary(name: str, runs: list[dict[str, Any]], **key: Any) -> dict[str, Any
     }
 
 
-def _rotated(items: Sequence[Any], by: int) -> list[Any]:
+def rotated(items: Sequence[Any], by: int) -> list[Any]:
+    """`items` rotated left by `by`: each round starts with another contender."""
     if not items:
         return []
     k = by % len(items)

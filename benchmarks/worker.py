@@ -1,7 +1,7 @@
 """Where contenders run: a worker process each (full runs), or all in this process (--quick).
 
-A `ContenderHost` owns one contender's instances (one per preset width and deadline, kept
-warm between cells, as a server keeps its clients) on one event loop. `ProcessBackend` puts
+A `ContenderHost` owns one contender's instances (one per preset width, deadline and quorum,
+kept warm between cells, as a server keeps its clients) on one event loop. `ProcessBackend` puts
 each host in a (forked) process of its own, so the CPU time and peak RSS a cell reports are
 that contender's alone; `InlineBackend` runs the hosts here, for smoke runs and profiling.
 """
@@ -25,27 +25,34 @@ _JOIN_TIMEOUT_S = 30.0
 
 
 class ContenderHost:
-    """One contender's instances, keyed by (references, deadline), and the cells it runs."""
+    """One contender's instances, keyed by their `Setup`, and the cells it runs.
+
+    `policy` (in `warm` and `cell`) holds the `Setup` fields past the width: `deadline_s`,
+    `quorum`, `quorum_grace_s`.
+    """
 
     def __init__(self, name: str, url: str) -> None:
         self.info = CONTENDERS[name]
         self._url = url
-        self._built: dict[tuple[int, float | None], Contender] = {}
+        self._built: dict[Setup, Contender] = {}
 
-    async def warm(self, *, n_refs: int, deadline_s: float | None = None, turns: int = 1) -> None:
+    async def warm(self, *, n_refs: int, turns: int = 1, **policy: Any) -> None:
         """Build the contender for this width if needed and run `turns` unmeasured turns."""
-        contender = self._contender(n_refs, deadline_s)
+        contender = self._contender(Setup(self._url, n_refs, **policy))
         await contender.prepare(1)
         await run_cell(contender.turn, concurrency=1, turns=turns)
 
     async def cell(
-        self, *, n_refs: int, concurrency: int, turns: int, deadline_s: float | None = None
+        self, *, n_refs: int, concurrency: int, turns: int, stagger_s: float = 0.0, **policy: Any
     ) -> dict[str, Any]:
         """Run one measured cell; see `benchmarks.measure.run_cell`."""
-        contender = self._contender(n_refs, deadline_s)
+        contender = self._contender(Setup(self._url, n_refs, **policy))
         await contender.prepare(concurrency)
         started_rss = rss_mb()
-        result = (await run_cell(contender.turn, concurrency=concurrency, turns=turns)).as_dict()
+        cell = await run_cell(
+            contender.turn, concurrency=concurrency, turns=turns, stagger_s=stagger_s
+        )
+        result = cell.as_dict()
         result["start_rss_mb"] = started_rss
         return result
 
@@ -55,11 +62,10 @@ class ContenderHost:
             await contender.aclose()
         self._built.clear()
 
-    def _contender(self, n_refs: int, deadline_s: float | None) -> Contender:
-        key = (n_refs, deadline_s)
-        if key not in self._built:
-            self._built[key] = self.info.build(Setup(self._url, n_refs, deadline_s))
-        return self._built[key]
+    def _contender(self, setup: Setup) -> Contender:
+        if setup not in self._built:
+            self._built[setup] = self.info.build(setup)
+        return self._built[setup]
 
 
 class Backend(Protocol):

@@ -23,6 +23,7 @@ __all__ = [
     "REFERENCE_SYSTEM_PROMPT",
     "guidance",
     "latency_table",
+    "lognormal_table",
     "moa_config",
     "preset_supports",
     "reference_names",
@@ -51,6 +52,16 @@ def latency_table(
     return table
 
 
+def lognormal_table(
+    n_refs: int, *, median_s: float, sigma: float, aggregator_s: float
+) -> dict[str, dict[str, Any]]:
+    """Stand-in behaviour: every reference lognormal (drawn per request), the aggregator fixed."""
+    tail = {"latency": {"lognormal": {"median": median_s, "sigma": sigma}}}
+    table: dict[str, dict[str, Any]] = {name: dict(tail) for name in reference_names(n_refs)}
+    table[AGGREGATOR] = {"latency": aggregator_s}
+    return table
+
+
 def preset_supports(key: str) -> bool:
     """Whether `Preset` has the key `key` yet (keys other engineers are adding)."""
     return key in Preset.model_fields
@@ -62,13 +73,20 @@ def moa_config(
     *,
     aggregator: str = AGGREGATOR,
     extra: dict[str, Any] | None = None,
+    model_keys: dict[str, dict[str, Any]] | None = None,
 ) -> MoAConfig:
-    """Preset `bench` on provider `stub` at `url`; `extra` adds preset keys (if supported)."""
+    """Preset `bench` on provider `stub` at `url`; `extra` adds preset keys (if supported).
+
+    `model_keys` adds keys to the model specs by model name (prices, `max_tokens`).
+    """
+    keys = model_keys or {}
+
+    def spec(name: str) -> dict[str, Any]:
+        return {"provider": PROVIDER, "model": name, **keys.get(name, {})}
+
     preset: dict[str, Any] = {
-        "reference_models": [
-            {"provider": PROVIDER, "model": name} for name in reference_names(n_refs)
-        ],
-        "aggregator": {"provider": PROVIDER, "model": aggregator},
+        "reference_models": [spec(name) for name in reference_names(n_refs)],
+        "aggregator": spec(aggregator),
     }
     preset.update({k: v for k, v in (extra or {}).items() if preset_supports(k)})
     return load_config(

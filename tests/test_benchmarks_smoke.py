@@ -46,6 +46,8 @@ def test_the_quick_run_writes_the_json_the_report_and_a_plot_per_figure(quick_ru
         "tool_loop",
         "prefix",
         "startup",
+        "tails",
+        "cost",
         "targets",
     } <= set(results)
     report = (out / "benchmarks.md").read_text(encoding="utf-8")
@@ -57,9 +59,20 @@ def test_the_quick_run_writes_the_json_the_report_and_a_plot_per_figure(quick_ru
         "## 4. Tokens",
         "## 5. Prompt-prefix",
         "## 6. Start-up",
+        "## 7. Heavy tails",
+        "## 8. Cost",
     ):
         assert title in report
-    for plot in ("fanout", "concurrency", "stragglers", "tokens", "prefix", "startup"):
+    for plot in (
+        "fanout",
+        "concurrency",
+        "stragglers",
+        "tokens",
+        "prefix",
+        "startup",
+        "tails",
+        "cost",
+    ):
         assert (out / "benchmarks" / f"{plot}.png").stat().st_size > 1000
 
 
@@ -98,6 +111,61 @@ def test_stragglers_wait_for_the_slow_reference_without_a_deadline(quick_run):
     assert floor["p99_s"] < stragglers["straggler_s"]
     if not stragglers["deadline_key_supported"]:
         assert stragglers["pending"]
+
+
+def _tail_row(tails: dict, policy: str) -> dict:
+    return next(row for row in tails["rows"] if row["policy"] == policy)
+
+
+def test_heavy_tails_compare_wait_all_a_deadline_and_quorums_on_lognormal_references(quick_run):
+    _, results = quick_run
+    tails = results["tails"]
+    n = tails["n_refs"]
+    assert [row["policy"] for row in tails["rows"]] == [
+        "wait for all",
+        f"deadline {tails['deadline_s']:g} s",
+        f"quorum {n // 2}, grace 0 s",
+        f"quorum {n // 2}, grace {tails['grace_s']:g} s",
+        f"quorum {n - 1}, grace 0 s",
+        f"quorum {n - 1}, grace {tails['grace_s']:g} s",
+    ]
+    for row in tails["rows"]:
+        assert row["errors"] == 0, row
+        assert row["turns"] == tails["concurrency"] * tails["turns_per_conversation"]
+        assert row["reference_calls_per_turn"] == n
+        assert _positive(row["wall_over_bound_p99"]) and row["p99_s"] >= row["p50_s"]
+    assert _tail_row(tails, "wait for all")["answered_per_turn"] == n
+    # With no grace a quorum of K keeps about K answers (one landing on the same tick may
+    # join them) and cuts the rest: the stand-in sees those requests abandoned.
+    quorum = _tail_row(tails, f"quorum {n // 2}, grace 0 s")
+    assert n // 2 <= quorum["answered_per_turn"] < n
+    assert quorum["disconnects"] > 0
+    assert quorum["kth_p50_s"] <= quorum["awaited_p50_s"]
+    targets = {t["target"] for t in results["targets"]}
+    assert f"heavy tails: p50 with quorum {n // 2}, grace 0 ms vs wait-all" in targets
+
+
+def test_cost_shows_the_gate_skipping_trivial_turns_and_the_budget_leaving_references_out(
+    quick_run,
+):
+    _, results = quick_run
+    rows = {row["policy"]: row["by_kind"] for row in results["cost"]["rows"]}
+    n = results["cost"]["n_refs"]
+    always, off = rows["always consult"], rows["references off"]
+    assert always["all"]["reference_calls_per_turn"] == n
+    assert off["all"]["calls_per_turn"] == 1
+    assert 0 < off["all"]["cost_usd_per_turn"] < always["all"]["cost_usd_per_turn"]
+    for gate in ("gate (callable)", "gate (model)"):
+        assert rows[gate]["trivial"]["reference_calls_per_turn"] == 0
+        assert rows[gate]["hard"]["reference_calls_per_turn"] == n
+        assert rows[gate]["all"]["cost_usd_per_turn"] < always["all"]["cost_usd_per_turn"]
+    assert rows["gate (model)"]["all"]["gate_calls_per_turn"] == 1
+    assert rows["gate (callable)"]["all"]["gate_calls_per_turn"] == 0
+    capped = rows["budget cap"]["hard"]
+    assert capped["budget_skipped_per_turn"] > 0
+    assert capped["reference_calls_per_turn"] == n - capped["budget_skipped_per_turn"]
+    assert capped["cost_usd_per_turn"] < always["hard"]["cost_usd_per_turn"]
+    assert all(row["gate_mismatches"] == 0 for row in results["cost"]["rows"])
 
 
 def test_the_trimmed_view_is_smaller_than_the_transcript_and_prefixes_are_measured(quick_run):

@@ -8,12 +8,14 @@ nothing here awaits.
 from __future__ import annotations
 
 import itertools
+import math
 import random
 import threading
 from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any, Literal
 
 import yaml
@@ -22,9 +24,11 @@ from pydantic import (
     ConfigDict,
     Field,
     NonNegativeFloat,
+    PositiveFloat,
     ValidationError,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from moa_graph.errors import ConfigError
 
@@ -34,6 +38,8 @@ __all__ = [
     "BehaviourLike",
     "Fault",
     "FaultKind",
+    "LatencyDistribution",
+    "LogNormal",
     "ModelBehaviour",
     "ScriptedCall",
     "ScriptedReply",
@@ -118,6 +124,50 @@ class ScriptedReply(BaseModel):
     """Tool calls to make, in order."""
 
 
+class LogNormal(BaseModel):
+    """A heavy-tailed latency: `median * exp(sigma * Z)`, `Z` a standard normal draw.
+
+    Example:
+        >>> round(LogNormal(median=2.0, sigma=0.7).percentile(99), 1)
+        10.2
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    median: PositiveFloat
+    """Seconds: half of the requests wait less, half more."""
+    sigma: NonNegativeFloat = Field(le=5)
+    """Spread of `ln(latency)`: 0 is always `median`; 0.5 puts the 99th percentile at 3.2x the
+    median, 1.0 at 10x (the tail grows as `exp(2.33 * sigma)`)."""
+
+    def percentile(self, q: float) -> float:
+        """The `q`-th percentile (0 < q < 100) of the latencies drawn, in seconds."""
+        return self.median * math.exp(self.sigma * NormalDist().inv_cdf(q / 100))
+
+
+class LatencyDistribution(BaseModel):
+    """A latency drawn per request from a distribution: `{lognormal: {median, sigma}}`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    lognormal: LogNormal
+    """Lognormal latencies (a long right tail, like a provider's under load)."""
+
+
+Latency = NonNegativeFloat | tuple[NonNegativeFloat, NonNegativeFloat] | LatencyDistribution
+"""Seconds to wait: a number, a uniform `(lo, hi)` range, or a `LatencyDistribution`."""
+
+
+def draw_latency(latency: Latency, rng: random.Random) -> float:
+    """One request's delay in seconds under `latency`, drawn from `rng` when it varies."""
+    if isinstance(latency, LatencyDistribution):
+        shape = latency.lognormal
+        return rng.lognormvariate(math.log(shape.median), shape.sigma)
+    if isinstance(latency, tuple):
+        return rng.uniform(*latency)
+    return latency
+
+
 def _reply_of(value: Any) -> Any:
     return {"content": value} if isinstance(value, str) else value
 
@@ -134,8 +184,10 @@ class ModelBehaviour(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
-    latency: NonNegativeFloat | tuple[NonNegativeFloat, NonNegativeFloat] = 0.0
-    """Seconds to wait before answering; a `(lo, hi)` pair draws uniformly from a seeded RNG."""
+    latency: Latency = 0.0
+    """Seconds to wait before answering: a number; a `(lo, hi)` pair, drawn uniformly per
+    request; or `{lognormal: {median: S, sigma: X}}`, drawn per request from a lognormal
+    (heavy-tailed) distribution. Draws come from the server's RNG, seeded by its `seed`."""
     reply: str | None = None
     """Fixed text reply that replaces the default deterministic answer."""
     script: list[ScriptedReply] = Field(default_factory=list)
@@ -145,6 +197,22 @@ class ModelBehaviour(BaseModel):
     default policy again; `configure` and `reset` start it over."""
     fault: Fault | None = None
     """Failure to inject, if any."""
+
+    @field_validator("latency", mode="before")
+    @classmethod
+    def _distribution(cls, value: Any) -> Any:
+        # Read a mapping as a distribution only, so its error names the distribution's key
+        # (`lognormal.sigma: Field required`), not every other form `latency` could take.
+        if not isinstance(value, Mapping):
+            return value
+        try:
+            return LatencyDistribution.model_validate(dict(value))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise PydanticCustomError(
+                "latency_distribution", "{where}: {msg}", {"where": where, "msg": first["msg"]}
+            ) from None
 
     @field_validator("script", mode="before")
     @classmethod
@@ -254,8 +322,7 @@ class StubState:
             fault = behaviour.fault
             if fault is not None and not self._fault_due(model, fault):
                 fault = None
-            latency = behaviour.latency
-            delay = self._rng.uniform(*latency) if isinstance(latency, tuple) else latency
+            delay = draw_latency(behaviour.latency, self._rng)
             scripted = None
             if fault is None and self._script_used[model] < len(behaviour.script):
                 scripted = behaviour.script[self._script_used[model]]

@@ -8,10 +8,12 @@ litellm can talk to it with any API key. Requests are validated as OpenAI does
 deterministic policy that honours `tools`, `tool_choice`, `parallel_tool_calls`,
 `response_format`, `stop`, `max_tokens`/`max_completion_tokens`, `n`, `seed` and
 `stream_options.include_usage` (`moa_graph.testing._answer`). Per model name it can add
-latency, return a fixed reply, replay a `script` of replies, or inject faults (error status,
-dropped connection, hang, broken body, cut stream, empty choices, invalid tool arguments, a
-trickle of one byte at a time, a stream that never ends; see `FaultKind`): on every request,
-on the first N, or on a seeded random share of them (`rate`). `serve` runs the same server in
+latency (fixed, a uniform range, or heavy-tailed: `{"lognormal": {"median": 2.0, "sigma":
+0.7}}`, drawn per request from the server's seeded RNG), return a fixed reply, replay a
+`script` of replies, or inject faults (error status, dropped connection, hang, broken body,
+cut stream, empty choices, invalid tool arguments, a trickle of one byte at a time, a stream
+that never ends; see `FaultKind`): on every request, on the first N, or on a seeded random
+share of them (`rate`). `serve` runs the same server in
 the current event loop until cancelled, for `moa-graph stub-server`.
 
 Example:
@@ -259,8 +261,8 @@ class StubServer:
         default: Behaviour for model names not in `models`; else the plain default behaviour.
         host: Interface to bind; loopback by default.
         port: TCP port; `0` picks a free one (read it back from `url`).
-        seed: Seed of the RNG that draws `(lo, hi)` latencies, and of the per-model draws of
-            `rate` faults.
+        seed: Seed of the RNG that draws `(lo, hi)` and `lognormal` latencies, and of the
+            per-model draws of `rate` faults.
     """
 
     def __init__(
@@ -420,7 +422,7 @@ async def serve(
         port: TCP port; `0` picks a free one (reported through `on_ready`).
         models: Behaviour per model name.
         default: Behaviour for model names not in `models`.
-        seed: Seed of the latency RNG and of the `rate` fault draws.
+        seed: Seed of the latency RNG (ranges, `lognormal`) and of the `rate` fault draws.
         on_ready: Called once with the base URL (including `/v1`) when the server listens.
     """
     state = StubState(models=models, default=default, seed=seed)
