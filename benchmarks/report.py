@@ -357,6 +357,7 @@ def _prefix(figure: dict[str, Any]) -> str:
         "graph": "graph",
         "chat_model": "chat-model",
         "graph_every_step": "graph, every_step",
+        "graph_every_n_2": "graph, every_n:2",
     }
     for name, label in drivers.items():
         if not figure.get(name):
@@ -380,7 +381,9 @@ def _prefix(figure: dict[str, Any]) -> str:
         "own length (below 1 only because each step appends a tool call and its result). "
         '"other fields" compares everything but `messages` (model, tools, parameters). '
         "The target applies to `per_turn` (the default); the `every_step` rows show what "
-        "re-running the references, and so changing the guidance, does to the prefix.\n\n"
+        "re-running the references, and so changing the guidance, does to the prefix; the "
+        "`every_n:2` rows add, at the steps between re-runs, the note that ends the input "
+        "naming the tool calls the guidance predates (its own tail: the next step drops it).\n\n"
         + _table(
             [
                 "driver",

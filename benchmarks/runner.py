@@ -136,9 +136,13 @@ def shipped_transport() -> str:
 
     model = asyncio.run(build())
     client = getattr(getattr(model, "root_async_client", None), "_client", None)
-    transport = type(getattr(client, "_transport", None)).__name__
-    if "aiohttp" in transport.lower():
-        return "aiohttp"
+    transport = getattr(client, "_transport", None)
+    names = []
+    while transport is not None and len(names) < 5:  # wrappers (moa_graph.bounds) first
+        names.append(type(transport).__name__)
+        transport = getattr(transport, "transport", None)
+    if any("aiohttp" in name.lower() for name in names):
+        return "aiohttp" + (f" (inside {names[0]})" if len(names) > 1 else "")
     return "httpx (langchain-openai default)" if client is not None else "unknown"
 
 

@@ -272,11 +272,13 @@ def _prefix(figure: dict[str, Any]) -> list[dict[str, Any]]:
                 f">= {_PREFIX_SHARE}",
             )
         )
-    if figure.get("graph_every_step"):
-        share = figure["graph_every_step"]["min_cached_share"]
+    for key, fanout in (("graph_every_step", "every_step"), ("graph_every_n_2", "every_n:2")):
+        if not figure.get(key):
+            continue
+        share = figure[key]["min_cached_share"]
         out.append(
             _row(
-                "aggregator prompt-prefix stability with fanout: every_step (worst step)",
+                f"aggregator prompt-prefix stability with fanout: {fanout} (worst step)",
                 "graph",
                 "reported",
                 f"{share:.3f}",

@@ -261,6 +261,11 @@ async def _prefix_and_tokens(
         stand_in.reset()
         await _graph_loop(stand_in.url, n_refs, steps, transcript, client, fanout="every_step")
         every_step = {"status": "measured", **_loop_record(stand_in, n_refs, steps)}
+    every_2: dict[str, Any] = {"status": "pending", "reason": "Preset has no 'fanout' key yet"}
+    if preset_supports(_FANOUT_KEY):  # between re-runs: the fresh-advice note ends each input
+        stand_in.reset()
+        await _graph_loop(stand_in.url, n_refs, steps, transcript, client, fanout="every_n:2")
+        every_2 = {"status": "measured", **_loop_record(stand_in, n_refs, steps)}
 
     return {
         "tokens": {
@@ -292,6 +297,7 @@ async def _prefix_and_tokens(
             "graph": loops["graph"]["prefix"],
             "chat_model": loops["chat_model"]["prefix"],
             "graph_every_step": every_step.get("prefix"),
+            "graph_every_n_2": every_2.get("prefix"),
         },
     }
 

@@ -33,9 +33,9 @@ from moa_graph.turn import (
     AggregatorRequest,
     aggregator_request,
     answering_model,
+    asks_gate,
     check_reply,
     consults,
-    enabled_slots,
 )
 
 __all__ = ["STRUCTURED_OUTPUT_FORMAT", "ChatCall", "relayed", "result", "summary_chunk"]
@@ -116,8 +116,8 @@ class ChatCall:
         return advice.with_usage(decision.usage if decision else None)
 
     def _gated(self) -> bool:
-        """Whether this call's fan-out asks the gate: the turn's first, with references."""
-        return self._first == self.key and bool(enabled_slots(self.models))
+        """Whether this call's fan-out asks the gate (`turn.asks_gate`)."""
+        return asks_gate(self.models, fresh=self._first == self.key)
 
     def aggregator(
         self, messages: list[BaseMessage], advice: Advice

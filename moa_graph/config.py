@@ -277,6 +277,15 @@ class Preset(BaseModel):
             raise ValueError("a preset needs at least one reference model")
         return value
 
+    @model_validator(mode="after")
+    def _reachable_quorum(self) -> Preset:
+        slots = sum(spec.samples for spec in self.reference_models)
+        if self.quorum is not None and slots and self.quorum > slots:
+            raise ValueError(
+                f"quorum {self.quorum} can never be reached: the preset has {slots} reference slots"
+            )
+        return self
+
 
 class ProviderSpec(BaseModel):
     """An OpenAI-compatible endpoint: adds a provider or overrides a built-in one."""

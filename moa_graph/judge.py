@@ -38,6 +38,7 @@ from moa_graph.privacy import model_text
 from moa_graph.quoting import quote_answers
 from moa_graph.state import Judgement, ReferenceAnswer, layer_answers
 from moa_graph.trimming import last_human_index, message_text
+from moa_graph.turn import judges
 from moa_graph.usage import Usage, call_usage
 
 __all__ = [
@@ -160,9 +161,9 @@ class _Asked:
         references: Sequence[ReferenceAnswer],
         raw: dict[str, str] | None,
     ) -> _Asked | None:
-        last = [ref for ref in layer_answers(references) if ref["status"] == "ok"]
-        if models.preset.judge is None or not last:
+        if not judges(models.preset.judge is not None, references):
             return None
+        last = [ref for ref in layer_answers(references) if ref["status"] == "ok"]
         order = shown_order(models.preset, view, [ref["index"] for ref in last])
         return cls(models, judge_input(models.preset, view, last, order, raw), order)
 

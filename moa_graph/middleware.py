@@ -42,6 +42,7 @@ from moa_graph.providers import ModelFactory
 from moa_graph.resolvers import ConfigSource, resolve_preset
 from moa_graph.state import Judgement, ReferenceAnswer
 from moa_graph.turn import (
+    asks_gate,
     check_reply,
     due_fan_out,
     enabled_slots,
@@ -194,10 +195,8 @@ class _FanOut:
     gate_usage: Usage | None = None
     """The gate model's call, counted with the turn's usage."""
 
-    @property
-    def asks_gate(self) -> bool:
-        """The turn's first fan-out, with references to run: its gate decides."""
-        return self.fresh and bool(self.view)
+    asks_gate: bool = False
+    """The turn's first fan-out, with references to run: its gate decides (`turn.asks_gate`)."""
 
     @classmethod
     def due(cls, models: PresetModels, state: MoAAgentState) -> _FanOut | None:
@@ -213,7 +212,9 @@ class _FanOut:
         if due is None:
             return None
         view = reference_view(messages, models.preset) if enabled_slots(models) else []
-        return cls(due.fresh, due.turn, due.step, view)
+        return cls(
+            due.fresh, due.turn, due.step, view, asks_gate=asks_gate(models, fresh=due.fresh)
+        )
 
     def update(self, advice: Advice | None) -> dict[str, Any]:
         """The state update recording this fan-out and what the panel answered."""

@@ -41,9 +41,11 @@ __all__ = [
 REFERENCE_TAG = "moa:reference"
 """Tag on every reference model call (they are also tagged `nostream`)."""
 AGGREGATOR_TAG = "moa:aggregator"
-GATE_TAG = "moa:gate"
-JUDGE_TAG = "moa:judge"
 """Tag on every aggregator call."""
+GATE_TAG = "moa:gate"
+"""Tag on every gate call (also tagged `nostream`)."""
+JUDGE_TAG = "moa:judge"
+"""Tag on every judge call (also tagged `nostream`)."""
 
 
 @dataclass(frozen=True)

@@ -33,16 +33,16 @@ from moa_graph.state import (
     ReferenceAnswer,
     ReferenceTask,
     last_layer,
-    layer_answers,
     raw_key,
 )
 from moa_graph.turn import (
     AggregatorRequest,
     FanOut,
     answering_model,
+    asks_gate,
     check_reply,
     due_fan_out,
-    enabled_slots,
+    judges,
     next_layer,
     reference_view,
     stored_request,
@@ -73,7 +73,7 @@ class MoANodes:
         """Dispatch references when the schedule (and the gate) say so, else aggregate (sync)."""
         models = self.resolver.models()
         due = _due(state, models)
-        if due is None or not due.fresh or not enabled_slots(models):
+        if due is None or not asks_gate(models, fresh=due.fresh):
             return _fan_out(state, models, due, None)
         decision = decide(models, state["messages"], gate=self.gate, choice=_choice())
         return _fan_out(state, models, due, decision)
@@ -82,7 +82,7 @@ class MoANodes:
         """Dispatch references when the schedule (and the gate) say so, else aggregate (async)."""
         models = await self.resolver.amodels()
         due = _due(state, models)
-        if due is None or not due.fresh or not enabled_slots(models):
+        if due is None or not asks_gate(models, fresh=due.fresh):
             return _fan_out(state, models, due, None)
         decision = await adecide(models, state["messages"], gate=self.gate, choice=_choice())
         return _fan_out(state, models, due, decision)
@@ -227,8 +227,8 @@ def _last_layer(state: MoAState) -> bool:
 
 def _after_last_layer(state: MoAState) -> Literal["judge", "aggregator"]:
     # From the state alone, as `_last_layer`: a state edit "as join" (Studio) routes too.
-    answered = any(ref["status"] == "ok" for ref in layer_answers(state.get("references") or []))
-    return JUDGE if state.get("reference_judge") and answered else AGGREGATOR
+    references = state.get("references") or []
+    return JUDGE if judges(bool(state.get("reference_judge")), references) else AGGREGATOR
 
 
 def _judged(

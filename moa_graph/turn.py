@@ -69,12 +69,14 @@ __all__ = [
     "aggregator_step",
     "answered",
     "answering_model",
+    "asks_gate",
     "check_reply",
     "consults",
     "due_fan_out",
     "enabled_slots",
     "fanout_due",
     "guidance_step",
+    "judges",
     "next_layer",
     "reference_view",
     "serving_step",
@@ -185,6 +187,19 @@ def enabled_slots(models: PresetModels) -> list[Slot]:
     if not models.preset.enabled:
         return []
     return [slot for slot in models.slots if slot.spec.enabled]
+
+
+def asks_gate(models: PresetModels, *, fresh: bool) -> bool:
+    """Whether a fan-out asks the turn's gate: the turn's first, with references to run.
+
+    Its decision (`moa_graph.gate`) then holds for the turn.
+    """
+    return fresh and bool(enabled_slots(models))
+
+
+def judges(has_judge: bool, references: Sequence[ReferenceAnswer]) -> bool:
+    """Whether the judge runs: the preset has one, and the last layer has an answer."""
+    return has_judge and any(ref["status"] == "ok" for ref in layer_answers(references))
 
 
 def reference_view(messages: Sequence[BaseMessage], preset: Preset) -> list[BaseMessage]:

@@ -232,3 +232,8 @@ async def test_a_slot_that_starts_after_the_cut_sends_nothing(mode):
         else:
             await reached.awithin(5.0, request())
     assert sent == []
+
+
+def test_a_quorum_the_preset_can_never_reach_is_refused():
+    with pytest.raises(ConfigError, match="quorum 4 can never be reached: the preset has 3"):
+        load_config(_config("http://127.0.0.1:1/v1", quorum=4))
