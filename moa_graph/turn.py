@@ -23,7 +23,8 @@ results) adds one.
   the conversation with the guidance after the turn's human message (or where a re-run's
   references ran), the `moa_aggregator` event, a note naming the tool calls that ran since
   a re-run's guidance was written (so the model does not repeat a call the advice
-  predates), and on the last step of a spent tool budget a note to answer now.
+  predates), and on the last step of a spent tool budget a note to answer now (the notes'
+  texts: `moa_graph.notes`).
 - **The tool budget** (`Preset.max_tool_rounds`, `check_reply`): it counts tool rounds
   (assistant messages of the turn that call tools). Once it is spent, the acting model (when
   it has tools) is asked once more with its tools still described but `tool_choice="none"`
@@ -39,25 +40,22 @@ each adapter calling it where its host runs that stage.
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.messages import BaseMessage, HumanMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable
 
-from moa_graph import prompts
 from moa_graph.config import Preset
 from moa_graph.errors import MoAToolLoopError
 from moa_graph.events import AggregatorEvent, emit
 from moa_graph.failures import aggregator_error
 from moa_graph.guidance import aggregator_input, render_guidance
 from moa_graph.models import PresetModels, Slot
+from moa_graph.notes import predates_note, tool_budget_note, tool_calls
 from moa_graph.privacy import model_text
-from moa_graph.quoting import defuse
 from moa_graph.state import Judgement, ReferenceAnswer, last_layer, layer_answers
 from moa_graph.trimming import last_human_index, reference_messages
 
@@ -311,14 +309,11 @@ def aggregator_request(
         guidance = render_guidance(preset, references, raw=raw, judgement=judgement)
         place = guidance_step(preset, reference_step)
         shown = aggregator_input(stored, guidance, step=place)
-        since = _calls_after(stored, place - 1) if preset.fanout_interval is not None else []
-        if since:
-            shown.append(HumanMessage(content=_predates(place, since)))
+        if preset.fanout_interval is not None:  # guidance that later tool calls may outdate
+            shown += predates_note(stored, place)
     answer_now = bounded and tools and tools_spent(preset, rounds)
     if answer_now:
-        shown.append(
-            HumanMessage(content=prompts.TOOL_ROUNDS_SPENT.format(rounds=preset.max_tool_rounds))
-        )
+        shown.append(tool_budget_note(preset))
     return AggregatorRequest(shown, answer_now, rounds, bounded)
 
 
@@ -370,7 +365,7 @@ def check_reply(
         MoAToolLoopError: The reply calls tools although the budget is spent.
         MoAAggregatorError: `runs_tools`, and the reply has only invalid tool calls.
     """
-    if request.bounded and _tool_calls(reply) and tools_spent(preset, request.rounds):
+    if request.bounded and tool_calls(reply) and tools_spent(preset, request.rounds):
         raise MoAToolLoopError(preset.name, preset.max_tool_rounds)
     invalid = getattr(reply, "invalid_tool_calls", None)
     if runs_tools and invalid and not getattr(reply, "tool_calls", None):
@@ -390,7 +385,7 @@ def tool_rounds(messages: Sequence[BaseMessage], turn_at: int | None = None) -> 
         ValueError: The conversation has no user message.
     """
     at = turn_start(messages) if turn_at is None else turn_at
-    return sum(bool(_tool_calls(message)) for message in messages[at + 1 :])
+    return sum(bool(tool_calls(message)) for message in messages[at + 1 :])
 
 
 def tools_spent(preset: Preset, rounds: int) -> bool:
@@ -411,43 +406,3 @@ def answering_model(
         return aggregator.bind_tools(tools, **{**kwargs, "tool_choice": "none"})
     except (TypeError, ValueError):
         return aggregator.bind_tools(tools, **kwargs)
-
-
-_LISTED_CALLS = 8
-"""How many of the tool calls since the guidance its note names (the rest are counted)."""
-_ARGUMENTS_CHARS = 120
-
-
-def _calls_after(messages: Sequence[BaseMessage], steps: int) -> list[dict[str, Any]]:
-    """The tool calls of the turn's assistant messages after its first `steps`, in order."""
-    at = turn_start(messages)
-    replies = [m for m in messages[at + 1 :] if m.type == "ai"]
-    return [call for message in replies[steps:] for call in _tool_calls(message)]
-
-
-def _predates(step: int, calls: Sequence[dict[str, Any]]) -> str:
-    # Tool names and arguments come from a model's reply (or a caller's own messages):
-    # names are kept only when they look like names, everything is JSON-escaped (no line
-    # breaks) and defused, so nothing in them can pass for another guidance section.
-    def shown(call: dict[str, Any]) -> str:
-        name = str(call.get("name"))
-        name = name if _TOOL_NAME.fullmatch(name) else "(a tool)"
-        arguments = call.get("args", call.get("args_json", ""))
-        text = json.dumps(arguments, ensure_ascii=False)
-        if len(text) > _ARGUMENTS_CHARS:
-            text = text[:_ARGUMENTS_CHARS] + "..."
-        return f"{name}({defuse(text)})"
-
-    listed = [shown(call) for call in calls[:_LISTED_CALLS]]
-    if len(calls) > _LISTED_CALLS:
-        listed.append(f"{len(calls) - _LISTED_CALLS} more")
-    return prompts.ADVICE_PREDATES.format(step=step, calls=", ".join(listed))
-
-
-_TOOL_NAME = re.compile(r"[\w.-]{1,64}")
-
-
-def _tool_calls(message: BaseMessage) -> list[Any]:
-    return list(getattr(message, "tool_calls", None) or ()) + list(
-        getattr(message, "invalid_tool_calls", None) or ()
-    )
