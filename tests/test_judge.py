@@ -147,7 +147,7 @@ async def test_a_slow_judge_is_cut_at_its_timeout(stub):
     started = time.monotonic()
     out = await _graph(stub, timeout_s=0.5).ainvoke(_ask())
     assert time.monotonic() - started < 4
-    assert out["judgement"] == {**out["judgement"], "status": "failed"}
+    assert out["judgement"]["status"] == "failed"
     assert out["judgement"]["error"] == "timed out after 0.5s"
 
 
